@@ -1,0 +1,158 @@
+"""The composition root: builds the FastAPI app from the kernel and the contexts.
+
+Adding a context is one new package under `allot/contexts/` and one line in `CONTEXTS`; its
+`api.router`, `views.router`, `handlers` and `tasks` modules are picked up when present.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
+
+from allot import __version__
+from allot.kernel.config import Settings, get_settings
+from allot.kernel.db.engine import Database
+from allot.kernel.events.dispatcher import Dispatcher
+from allot.kernel.logging import configure_logging
+from allot.kernel.timers import TimerRunner
+from allot.kernel.web import docs, health
+from allot.kernel.web.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from allot.kernel.web.problems import install_problem_handlers
+
+# Order matters only for navigation; dependencies between contexts go through public interfaces.
+CONTEXTS: tuple[str, ...] = ()  # filled as contexts land: ("identity", "audit")
+
+STATIC_DIR = Path(__file__).resolve().parent / "web" / "static"
+
+
+def _optional_module(name: str) -> Any | None:
+    if importlib.util.find_spec(name) is None:
+        return None
+    return importlib.import_module(name)
+
+
+def load_contexts() -> list[str]:
+    """Import every context's models, handlers and timer tasks (registering them)."""
+    for context_name in CONTEXTS:
+        for part in ("models", "handlers", "tasks"):
+            _optional_module(f"allot.contexts.{context_name}.{part}")
+    return list(CONTEXTS)
+
+
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "description": "RFC 9457 problem details. Branch on `type`, which never changes.",
+    "properties": {
+        "type": {"type": "string", "example": "urn:allot:problem:validation-error"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "field": {"type": "string", "example": "body.email"},
+                    "message": {"type": "string"},
+                    "code": {"type": "string"},
+                },
+            },
+        },
+    },
+    "required": ["type", "title", "status"],
+}
+
+
+def create_app(
+    settings: Settings | None = None,
+    database: Database | None = None,
+    *,
+    run_background: bool | None = None,
+) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    database = database or Database(
+        settings.resolved_database_url,
+        pool_size=settings.database_pool_size,
+        read_pool_size=settings.sqlite_read_pool_size,
+    )
+    background = settings.run_background_workers if run_background is None else run_background
+    dispatcher = Dispatcher(database)
+    timers = TimerRunner(database)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if background:
+            dispatcher.start()
+            timers.start()
+        try:
+            yield
+        finally:
+            if background:
+                await dispatcher.stop()
+                await timers.stop()
+            await database.dispose()
+
+    app = FastAPI(
+        title="Allot API",
+        version=__version__,
+        description=(
+            "Allot takes incoming work in, routes it to the right person, and carries it through "
+            "its life. Errors are RFC 9457 problem+json; list endpoints use opaque cursors; "
+            "creating POSTs accept `Idempotency-Key`."
+        ),
+        openapi_url="/api/v1/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.database = database
+    app.state.dispatcher = dispatcher
+    app.state.timers = timers
+    app.state.secret_key = settings.resolved_secret_key()
+    app.state.template_processors = []
+    app.state.readiness_probes = {}
+
+    install_problem_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+
+    app.include_router(health.router)
+    app.include_router(docs.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    load_contexts()
+    for context_name in CONTEXTS:
+        package = importlib.import_module(f"allot.contexts.{context_name}")
+        install = getattr(package, "install", None)
+        if install is not None:  # e.g. identity installs the authenticator
+            install(app)
+        for part in ("api", "views"):
+            module = _optional_module(f"allot.contexts.{context_name}.{part}")
+            if module is not None:
+                app.include_router(module.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description,
+                routes=app.routes,
+            )  # fmt: skip
+            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = (
+                PROBLEM_SCHEMA
+            )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,170 @@
+"""Engines and sessions for SQLite (embedded, one process) and PostgreSQL (scaled out).
+
+SQLite: WAL mode, ONE writer connection whose transactions start with `BEGIN IMMEDIATE` (so two
+writers never deadlock on a lock upgrade; they queue on the pool instead) and a pool of read-only
+connections that never block the writer. PostgreSQL: one asyncpg pool serves both roles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import Session
+
+
+def normalize_url(url: str) -> str:
+    """Accept plain `postgresql://` and `sqlite:///` URLs and pick the async drivers."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    elif parsed.drivername == "sqlite":
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+    return parsed.render_as_string(hide_password=False)
+
+
+class AllotSession(Session):
+    """Sync session class behind our AsyncSessions; carries after-commit hooks in `info`."""
+
+
+def on_commit(session: AsyncSession | Session, callback: Callable[[], None]) -> None:
+    """Run `callback` after the session's current transaction commits (never on rollback)."""
+    sync = session.sync_session if isinstance(session, AsyncSession) else session
+    callbacks = sync.info.setdefault("after_commit", [])
+    if callback not in callbacks:  # bulk writers register the same hook thousands of times
+        callbacks.append(callback)
+
+
+@event.listens_for(AllotSession, "after_commit")
+def _run_after_commit(session: Session) -> None:
+    for callback in session.info.pop("after_commit", []):
+        callback()
+
+
+@event.listens_for(AllotSession, "after_rollback")
+def _drop_after_commit(session: Session) -> None:
+    session.info.pop("after_commit", None)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, *, read_only: bool) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's implicit BEGIN is deferred).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    if read_only:
+        cursor.execute("PRAGMA query_only=ON")
+    cursor.close()
+
+
+class Database:
+    """The process's database handle: `transaction()` for writes, `reader()` for reads."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        read_pool_size: int = 4,
+        echo: bool = False,
+    ) -> None:
+        self.url = normalize_url(url)
+        self.dialect = make_url(self.url).get_backend_name()
+        if self.dialect == "sqlite":
+            if ":memory:" in self.url or make_url(self.url).database in (None, ""):
+                raise ValueError("SQLite needs a file: the writer and readers share it")
+            self.write_engine = self._sqlite_engine(pool_size=1, read_only=False, echo=echo)
+            self.read_engine = self._sqlite_engine(
+                pool_size=read_pool_size, read_only=True, echo=echo
+            )
+        elif self.dialect == "postgresql":
+            self.write_engine = create_async_engine(
+                self.url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                echo=echo,
+            )
+            self.read_engine = self.write_engine
+        else:
+            raise ValueError(f"Unsupported database: {self.dialect} (use sqlite or postgresql)")
+        self._write_sessions = async_sessionmaker(
+            self.write_engine, expire_on_commit=False, sync_session_class=AllotSession
+        )
+        self._read_sessions = async_sessionmaker(
+            self.read_engine, expire_on_commit=False, sync_session_class=AllotSession
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    def _sqlite_engine(self, *, pool_size: int, read_only: bool, echo: bool) -> AsyncEngine:
+        engine = create_async_engine(
+            self.url, pool_size=pool_size, max_overflow=0, pool_timeout=60, echo=echo
+        )
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _connect(dbapi_connection: Any, _record: Any) -> None:
+            _sqlite_pragmas(dbapi_connection, read_only=read_only)
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin(conn: Any) -> None:
+            # The writer takes the write lock up front; readers take a snapshot.
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+        return engine
+
+    def write_session(self) -> AsyncSession:
+        """A session on the writer; the caller owns commit/rollback/close (see `transaction`)."""
+        return self._write_sessions()
+
+    def read_session(self) -> AsyncSession:
+        return self._read_sessions()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """The unit of work outside HTTP (jobs, handlers, CLI): commit on success, else rollback."""
+        async with self._write_sessions() as session:
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[AsyncSession]:
+        async with self._read_sessions() as session:
+            try:
+                yield session
+            finally:
+                await session.rollback()
+
+    async def ping(self) -> None:
+        async with self.read_engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    def pool_status(self) -> dict[str, int]:
+        pool: Any = self.write_engine.pool
+        return {
+            "size": int(pool.size()),
+            "checked_out": int(pool.checkedout()),
+            "overflow": int(pool.overflow()),
+        }
+
+    async def dispose(self) -> None:
+        await self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            await self.read_engine.dispose()

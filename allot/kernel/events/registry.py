@@ -1,0 +1,54 @@
+"""Who consumes which events. Contexts register handlers in their `handlers.py` at import time.
+
+A consumer's name is its identity in the inbox: renaming it makes it re-apply old events, so
+names are stable strings like "audit.on_user_changed", not function paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allot.kernel.events.outbox import Event
+
+Handler = Callable[[AsyncSession, Event], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    name: str
+    event_types: frozenset[str]
+    handler: Handler
+
+
+class ConsumerRegistry:
+    def __init__(self) -> None:
+        self._consumers: dict[str, Consumer] = {}
+
+    def subscribe(self, name: str, *event_types: str) -> Callable[[Handler], Handler]:
+        if not event_types:
+            raise ValueError("A consumer needs at least one event type")
+
+        def decorator(handler: Handler) -> Handler:
+            existing = self._consumers.get(name)
+            if existing is not None and existing.handler is not handler:
+                raise ValueError(f"Consumer name {name!r} is already taken")
+            self._consumers[name] = Consumer(name, frozenset(event_types), handler)
+            return handler
+
+        return decorator
+
+    def unsubscribe(self, name: str) -> None:
+        self._consumers.pop(name, None)
+
+    def consumers_for(self, event_type: str) -> list[Consumer]:
+        return [c for c in self._consumers.values() if event_type in c.event_types]
+
+    def all(self) -> list[Consumer]:
+        return list(self._consumers.values())
+
+
+registry = ConsumerRegistry()
+subscribe = registry.subscribe

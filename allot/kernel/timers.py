@@ -1,0 +1,212 @@
+"""Durable timers: a row with a due time, fired exactly once, surviving restarts.
+
+Firing marks the row `fired` with a conditional UPDATE (`WHERE status = 'pending'`) and runs the
+handler in the SAME transaction, so the effect and the "fired" mark commit together or not at
+all: two timer runners (or a crash and a restart) can never apply one timer twice. A handler that
+raises rolls back and the timer is retried with backoff, then marked `failed` (kept, visible).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Index, String, Text, delete, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from allot.kernel import context
+from allot.kernel.clock import utcnow
+from allot.kernel.db.base import Base
+from allot.kernel.db.engine import Database, on_commit
+from allot.kernel.events.dispatcher import backoff_seconds
+from allot.kernel.ids import new_id
+from allot.kernel.logging import get_logger
+
+log = get_logger(__name__)
+
+TimerHandler = Callable[[AsyncSession, "Timer"], Awaitable[None]]
+
+
+class Timer(Base):
+    __tablename__ = "kernel_timers"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(200))
+    # Optional business key ("offer:<id>") so a timer can be cancelled or replaced by name.
+    key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    due_at: Mapped[datetime]
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|fired|failed
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    fired_at: Mapped[datetime | None]
+    correlation_id: Mapped[str | None] = mapped_column(String(100))
+
+    __table_args__ = (
+        Index(
+            "ix_kernel_timers_due",
+            "due_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+    )
+
+
+_handlers: dict[str, TimerHandler] = {}
+_schedule_listeners: list[Callable[[], None]] = []
+
+
+def timer_handler(kind: str) -> Callable[[TimerHandler], TimerHandler]:
+    """Register the function that fires timers of `kind` (in a context's `tasks.py`)."""
+
+    def decorator(handler: TimerHandler) -> TimerHandler:
+        if kind in _handlers and _handlers[kind] is not handler:
+            raise ValueError(f"Timer kind {kind!r} already has a handler")
+        _handlers[kind] = handler
+        return handler
+
+    return decorator
+
+
+def _notify_scheduled() -> None:
+    for listener in list(_schedule_listeners):
+        listener()
+
+
+async def schedule(
+    session: AsyncSession,
+    kind: str,
+    due_at: datetime,
+    payload: dict[str, Any] | None = None,
+    *,
+    key: str | None = None,
+) -> uuid.UUID:
+    """Schedule a timer in the caller's transaction; one with the same key is replaced."""
+    if key is not None:
+        await session.execute(delete(Timer).where(Timer.key == key))
+    timer = Timer(
+        kind=kind,
+        key=key,
+        due_at=due_at,
+        payload=payload or {},
+        correlation_id=context.current_correlation_id(),
+    )
+    session.add(timer)
+    await session.flush([timer])
+    on_commit(session, _notify_scheduled)
+    return timer.id
+
+
+async def cancel(session: AsyncSession, key: str) -> bool:
+    """Cancel a pending timer by key; True if one was pending."""
+    result: Any = await session.execute(
+        delete(Timer).where(Timer.key == key, Timer.status == "pending")
+    )
+    return bool(result.rowcount)
+
+
+class TimerRunner:
+    def __init__(
+        self, database: Database, *, batch_size: int = 100, max_attempts: int = 10,
+        idle_poll_seconds: float = 1.0,
+    ) -> None:  # fmt: skip
+        self.database = database
+        self.batch_size = batch_size
+        self.max_attempts = max_attempts
+        self.idle_poll_seconds = idle_poll_seconds
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        _schedule_listeners.append(self._wake.set)
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name="allot-timers")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._wake.set in _schedule_listeners:
+            _schedule_listeners.remove(self._wake.set)
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                fired = await self.fire_due()
+            except Exception:
+                log.exception("timer round failed")
+                fired = 0
+            if fired == 0 and not self._stopping:
+                # Sleep until the next poll; a newly scheduled timer wakes us early. The poll
+                # interval bounds lateness because the clock may be moved by tests or NTP.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.idle_poll_seconds)
+                self._wake.clear()
+
+    async def fire_due(self) -> int:
+        """Fire every timer due now; returns how many fired. Tests call this after moving time."""
+        now = utcnow()
+        async with self.database.reader() as session:
+            due = list(
+                (
+                    await session.execute(
+                        select(Timer.id)
+                        .where(Timer.status == "pending", Timer.due_at <= now)
+                        .order_by(Timer.due_at, Timer.id)
+                        .limit(self.batch_size)
+                    )
+                ).scalars()
+            )
+        fired = 0
+        for timer_id in due:
+            fired += await self._fire(timer_id)
+        return fired
+
+    async def _fire(self, timer_id: uuid.UUID) -> int:
+        try:
+            async with self.database.transaction() as session:
+                claimed: Any = await session.execute(
+                    update(Timer)
+                    .where(Timer.id == timer_id, Timer.status == "pending")
+                    .values(status="fired", fired_at=utcnow(), attempts=Timer.attempts + 1)
+                )
+                if claimed.rowcount != 1:
+                    return 0  # another runner fired it, or it was cancelled
+                timer = await session.get(Timer, timer_id)
+                assert timer is not None
+                handler = _handlers.get(timer.kind)
+                if handler is None:
+                    raise LookupError(f"No handler registered for timer kind {timer.kind!r}")
+                with context.bound(correlation_id=timer.correlation_id):
+                    await handler(session, timer)
+            return 1
+        except Exception as exc:
+            log.exception("timer handler failed", timer_id=str(timer_id))
+            await self._record_failure(timer_id, exc)
+            return 0
+
+    async def _record_failure(self, timer_id: uuid.UUID, exc: Exception) -> None:
+        async with self.database.transaction() as session:
+            timer = await session.get(Timer, timer_id)
+            if timer is None or timer.status != "pending":
+                return
+            timer.attempts += 1
+            timer.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+            if timer.attempts >= self.max_attempts:
+                timer.status = "failed"
+            else:
+                timer.due_at = utcnow() + timedelta(seconds=backoff_seconds(timer.attempts))
+
+
+async def pending_timers(session: AsyncSession) -> int:
+    stmt = select(func.count()).select_from(Timer).where(Timer.status == "pending")
+    return int((await session.execute(stmt)).scalar_one())

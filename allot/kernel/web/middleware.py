@@ -1,0 +1,135 @@
+"""ASGI middleware: request id + access log + metrics, and the request body size limit."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from allot.kernel.context import correlation_id_var, request_id_var
+from allot.kernel.errors import PayloadTooLarge
+from allot.kernel.logging import get_logger
+
+log = get_logger("allot.http")
+
+REQUEST_ID_HEADER = "x-request-id"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+HTTP_REQUESTS = Counter(
+    "allot_http_requests_total", "HTTP requests by route and status", ["method", "route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "allot_http_request_duration_seconds",
+    "HTTP request latency by route",
+    ["method", "route"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+class RequestContextMiddleware:
+    """Accepts or generates `X-Request-Id`, returns it, binds it into logs and outbox events."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = _header(scope, REQUEST_ID_HEADER)
+        request_id = (
+            incoming if incoming and _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        )
+        request_token = request_id_var.set(request_id)
+        correlation_token = correlation_id_var.set(request_id)
+        started = time.perf_counter()
+        status_holder: dict[str, int] = {"status": 500}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            route_path = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "GET")
+            status = status_holder["status"]
+            HTTP_REQUESTS.labels(method, route_path, str(status)).inc()
+            HTTP_LATENCY.labels(method, route_path).observe(elapsed)
+            if not route_path.startswith("/static"):
+                log.info(
+                    "request",
+                    method=method,
+                    route=route_path,
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 2),
+                )
+            request_id_var.reset(request_token)
+            correlation_id_var.reset(correlation_token)
+
+
+class BodySizeLimitMiddleware:
+    """Refuses bodies over the limit with 413, whether Content-Length says so or the stream does."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, "content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _send_problem(send, self.max_bytes)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise PayloadTooLarge(detail=f"The body exceeds {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+async def _send_problem(send: Send, max_bytes: int) -> None:
+    import json
+
+    problem = PayloadTooLarge(detail=f"The body exceeds {max_bytes} bytes").to_problem()
+    body = json.dumps(problem).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: str) -> str | None:
+    target = name.encode()
+    headers: Any = scope.get("headers", [])
+    for key, value in headers:
+        if key.lower() == target:
+            return str(value.decode("latin-1"))
+    return None
