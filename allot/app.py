@@ -28,7 +28,7 @@ from allot.kernel.web.middleware import BodySizeLimitMiddleware, RequestContextM
 from allot.kernel.web.problems import install_problem_handlers
 
 # Order matters only for navigation; dependencies between contexts go through public interfaces.
-CONTEXTS: tuple[str, ...] = ()  # filled as contexts land: ("identity", "audit")
+CONTEXTS: tuple[str, ...] = ("identity", "audit")
 
 STATIC_DIR = Path(__file__).resolve().parent / "web" / "static"
 
@@ -39,12 +39,17 @@ def _optional_module(name: str) -> Any | None:
     return importlib.import_module(name)
 
 
+def installed_contexts() -> list[str]:
+    return [name for name in CONTEXTS if _optional_module(f"allot.contexts.{name}") is not None]
+
+
 def load_contexts() -> list[str]:
     """Import every context's models, handlers and timer tasks (registering them)."""
-    for context_name in CONTEXTS:
+    names = installed_contexts()
+    for context_name in names:
         for part in ("models", "handlers", "tasks"):
             _optional_module(f"allot.contexts.{context_name}.{part}")
-    return list(CONTEXTS)
+    return names
 
 
 PROBLEM_SCHEMA = {
@@ -131,8 +136,7 @@ def create_app(
     app.include_router(docs.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
-    load_contexts()
-    for context_name in CONTEXTS:
+    for context_name in load_contexts():
         package = importlib.import_module(f"allot.contexts.{context_name}")
         install = getattr(package, "install", None)
         if install is not None:  # e.g. identity installs the authenticator
