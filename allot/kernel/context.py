@@ -8,8 +8,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +51,7 @@ def bound(
     actor: Actor | None = None,
 ) -> Iterator[None]:
     """Bind context values for the duration of a block (a job, an event handler, a CLI command)."""
-    tokens = []
+    tokens: list[tuple[ContextVar[Any], Token[Any]]] = []
     if request_id is not None:
         tokens.append((request_id_var, request_id_var.set(request_id)))
     if correlation_id is not None:
@@ -61,4 +62,4 @@ def bound(
         yield
     finally:
         for var, token in reversed(tokens):
-            var.reset(token)  # type: ignore[attr-defined]
+            var.reset(token)

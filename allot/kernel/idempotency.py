@@ -49,13 +49,16 @@ class IdempotentReplay(Exception):
 
     def __init__(self, record: IdempotencyRecord) -> None:
         super().__init__("idempotent replay")
-        self.record = record
+        # Copied out now: the request's transaction rolls back (expiring the row) before replay.
+        self.body = record.response_body or b""
+        self.status_code = record.status_code or 200
+        self.media_type = record.response_media_type or "application/json"
 
     def response(self) -> Response:
         return Response(
-            content=self.record.response_body or b"",
-            status_code=self.record.status_code or 200,
-            media_type=self.record.response_media_type or "application/json",
+            content=self.body,
+            status_code=self.status_code,
+            media_type=self.media_type,
             headers={"Idempotent-Replayed": "true"},
         )
 
@@ -86,7 +89,8 @@ async def idempotency_key(
     if not key.strip() or len(key) > MAX_KEY_LENGTH:
         raise ValidationFailed.on("header.Idempotency-Key", f"1 to {MAX_KEY_LENGTH} characters")
     owner = str(principal.user_id) if principal else "anonymous"
-    route = request.scope.get("route").path if request.scope.get("route") else request.url.path
+    matched = request.scope.get("route")
+    route = str(getattr(matched, "path", request.url.path))
     request_hash = _request_hash(request.method, route, await request.body())
     now = utcnow()
     ttl = timedelta(seconds=get_settings().idempotency_ttl_seconds)

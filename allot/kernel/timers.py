@@ -98,7 +98,7 @@ async def schedule(
         correlation_id=context.current_correlation_id(),
     )
     session.add(timer)
-    await session.flush([timer])
+    await session.flush()
     on_commit(session, _notify_scheduled)
     return timer.id
 

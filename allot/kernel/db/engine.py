@@ -146,11 +146,9 @@ class Database:
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[AsyncSession]:
+        # Closing (not rolling back) ends the snapshot but keeps loaded objects readable.
         async with self._read_sessions() as session:
-            try:
-                yield session
-            finally:
-                await session.rollback()
+            yield session
 
     async def ping(self) -> None:
         async with self.read_engine.connect() as conn:

@@ -95,17 +95,31 @@ class BodySizeLimitMiddleware:
             await _send_problem(send, self.max_bytes)
             return
         received = 0
+        exceeded = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    exceeded = True
                     raise PayloadTooLarge(detail=f"The body exceeds {self.max_bytes} bytes")
             return message
 
-        await self.app(scope, limited_receive, send)
+        # Frameworks turn an error while reading the body into their own 400; whatever the app
+        # answers after the limit was crossed is replaced by the 413 the client deserves.
+        replaced = False
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal replaced
+            if not exceeded:
+                await send(message)
+            elif not replaced:
+                replaced = True
+                await _send_problem(send, self.max_bytes)
+
+        await self.app(scope, limited_receive, guarded_send)
 
 
 async def _send_problem(send: Send, max_bytes: int) -> None:
