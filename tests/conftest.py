@@ -60,12 +60,14 @@ def _postgres_reachable() -> bool:
 
 
 def _worker_database_name() -> str:
+    # Unique per process: parallel pytest runs (xdist workers, or two people on one machine)
+    # must never truncate each other's tables.
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    return f"allot_test_{re.sub(r'[^a-z0-9_]', '_', worker.lower())}"
+    return f"allot_test_{re.sub(r'[^a-z0-9_]', '_', worker.lower())}_{os.getpid()}"
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
+def postgres_url() -> Iterator[str]:
     """A per-xdist-worker PostgreSQL database with the schema created once."""
     if not _postgres_reachable():
         if IN_CI:
@@ -88,7 +90,15 @@ def postgres_url() -> str:
         await engine.dispose()
 
     asyncio.run(create())
-    return url
+    yield url
+
+    async def drop() -> None:
+        admin = create_async_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+    asyncio.run(drop())
 
 
 @pytest.fixture(params=BACKENDS)

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     login_attempts_per_window: int = 5
     login_window_seconds: int = 300
     idempotency_ttl_seconds: int = 24 * 3600
+    presence_grace_seconds: int = Field(
+        default=180, description="An agent with no heartbeat for this long goes offline"
+    )
     broker_url: str = Field(default="", description="AMQP URL; empty means in-process events")
     redis_url: str = Field(default="", description="Redis URL; empty means in-memory equivalents")
     run_background_workers: bool = Field(

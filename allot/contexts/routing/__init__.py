@@ -1,0 +1,61 @@
+"""Routing: the generic engine that places work items (leads, requests, jobs) with agents.
+
+Public interface for other contexts:
+- `submit(session, reference=..., kind=..., attributes=..., priority=..., weight=...)` ->
+  `SubmitResult(item_id, state, agent_id, offer_ids)`: placed in the caller's transaction;
+- `complete(session, reference)`, `cancel(session, reference)`,
+  `record_first_response(session, reference)`;
+- `agent_for_user(session, user_id)`, `get_agent(session, agent_id)`;
+- events in `routing.events` (`routing.item.assigned`, `routing.item.unassigned`, ...), whose
+  payloads carry the item's `reference` so submitters map them back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from allot.kernel.auth import define_permission
+from allot.kernel.web.nav import NavItem, register_nav
+
+from . import events
+from .agent_service import agent_for_user, get_agent
+from .decision import register_scorer
+from .schemas import SubmitResult
+from .service import cancel, complete, item_by_reference, record_first_response, submit
+
+ROUTING_MANAGE = define_permission(
+    "routing:manage", "Manage agents and queues, see every offer", roles=("manager",)
+)
+ROUTING_READ = define_permission(
+    "routing:read", "See agents, queues and their load", roles=("manager", "analyst")
+)
+ROUTING_WORK = define_permission(
+    "routing:work", "Take work: own offers and own availability", roles=("operator", "manager")
+)
+
+
+def install(app: Any) -> None:
+    register_nav(
+        NavItem(key="inbox", label="My inbox", href="/inbox", permission=ROUTING_WORK, order=20)
+    )
+    register_nav(
+        NavItem(key="board", label="Board", href="/board", permission=ROUTING_READ, order=30)
+    )
+
+
+__all__ = [
+    "ROUTING_MANAGE",
+    "ROUTING_READ",
+    "ROUTING_WORK",
+    "SubmitResult",
+    "agent_for_user",
+    "cancel",
+    "complete",
+    "events",
+    "get_agent",
+    "install",
+    "item_by_reference",
+    "record_first_response",
+    "register_scorer",
+    "submit",
+]

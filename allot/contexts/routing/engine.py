@@ -1,0 +1,489 @@
+"""The routing engine: places work items with agents, inside the caller's transaction.
+
+Every function here runs in one unit of work with the change that triggered it (a submission, a
+completion, a decline, a status change), so "capacity freed" and "next item placed" commit
+together: the backlog is drained in the same flow, never by a polling sweep.
+
+Where the invariants of models.py are kept:
+- I1 capacity: `repository.reserve_capacity` / `release_capacity` (conditional UPDATEs).
+- I2 one owner: `repository.claim_item` (conditional UPDATE on state).
+- I3 offers: the partial unique index on pending offers, `set_offer_status` (pending -> x once)
+  and the exclusion in `top_candidates` / `next_backlog_item`.
+- I4 membership mirror: `repository.sync_memberships` after every agent state change.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allot.contexts.routing import events
+from allot.contexts.routing import repository as repo
+from allot.contexts.routing.decision import rank
+from allot.contexts.routing.models import Queue, WorkItem
+from allot.kernel import timers
+from allot.kernel.clock import utcnow
+from allot.kernel.config import get_settings
+from allot.kernel.events import publish
+from allot.kernel.ids import new_id
+
+DIRECT_CANDIDATES = 5  # tried in order if a reservation loses a race
+SCORED_CANDIDATES = 50
+BACKLOG_PASS_LIMIT = 100  # an agent freed of capacity takes at most this many items in one flow
+
+OFFER_EXPIRY = "routing.offer_expiry"
+FIRST_RESPONSE_DUE = "routing.first_response_due"
+RECLAIM = "routing.reclaim"
+
+
+@dataclass(slots=True)
+class RouteResult:
+    state: str  # "assigned" | "offered" | "waiting" | <terminal state>
+    agent_id: uuid.UUID | None = None
+    offer_ids: list[uuid.UUID] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Moment:
+    """One reading of the clock, with the business day and month quotas are counted in."""
+
+    now: datetime
+    today: date
+    month: str
+
+    @classmethod
+    def read(cls) -> Moment:
+        now = utcnow()
+        local = now.astimezone(ZoneInfo(get_settings().business_timezone))
+        return cls(now=now, today=local.date(), month=local.strftime("%Y-%m"))
+
+
+def _item_payload(item: WorkItem | Any, **extra: Any) -> dict[str, Any]:
+    return {
+        "item_id": str(item.id),
+        "reference": item.reference,
+        "kind": item.kind,
+        "queue_id": str(item.queue_id) if item.queue_id else None,
+        **extra,
+    }
+
+
+async def _publish_item(session: AsyncSession, type_: str, item: Any, **extra: Any) -> None:
+    await publish(
+        session,
+        type=type_,
+        aggregate_type="routing.item",
+        aggregate_id=item.id,
+        payload=_item_payload(item, **extra),
+    )
+
+
+# -- placing an item -------------------------------------------------------------------------
+async def route(session: AsyncSession, item: WorkItem, queue: Queue, at: Moment) -> RouteResult:
+    """Place a waiting item: assign it, offer it, or leave it waiting (and say so)."""
+    if queue.offer_mode == "direct":
+        agent_id = await _assign_to_best(session, item, queue, at)
+        if agent_id is not None:
+            return RouteResult("assigned", agent_id=agent_id)
+    else:
+        size = 1 if queue.offer_mode == "offer" else max(1, queue.broadcast_size)
+        offer_ids = await _offer_to_best(session, item, queue, at, size)
+        if offer_ids:
+            return RouteResult("offered", offer_ids=offer_ids)
+    await _publish_item(session, events.ITEM_WAITING, item, reason="no_eligible_agent")
+    return RouteResult("waiting")
+
+
+async def _ranked_candidates(
+    session: AsyncSession, item: WorkItem, queue: Queue, limit: int
+) -> list[Any]:
+    scored = queue.strategy == "score"
+    candidates = await repo.top_candidates(
+        session,
+        queue_id=queue.id,
+        strategy=queue.strategy,
+        weight=item.weight,
+        item_id=item.id,
+        limit=SCORED_CANDIDATES if scored else limit,
+        with_attributes=scored,
+    )
+    return rank(queue.strategy, candidates, item.attributes, queue.scorer)
+
+
+async def _assign_to_best(
+    session: AsyncSession, item: WorkItem, queue: Queue, at: Moment
+) -> uuid.UUID | None:
+    for candidate in await _ranked_candidates(session, item, queue, DIRECT_CANDIDATES):
+        agent_id: uuid.UUID = candidate.agent_id
+        if await _assign_to(session, item, queue, agent_id, at):
+            return agent_id
+    return None
+
+
+async def _assign_to(
+    session: AsyncSession, item: WorkItem, queue: Queue, agent_id: uuid.UUID, at: Moment
+) -> bool:
+    state = await repo.reserve_capacity(
+        session,
+        agent_id=agent_id,
+        weight=item.weight,
+        kind=item.kind,
+        now=at.now,
+        today=at.today,
+        month=at.month,
+        counts_as_assignment=True,
+    )
+    if state is None:
+        return False  # lost a race for this agent's last slot; the caller tries the next one
+    await repo.sync_memberships(session, state, at.today, at.month, reshuffle=True)
+    if not await repo.claim_item(
+        session, item_id=item.id, agent_id=agent_id, from_states=("waiting",), now=at.now
+    ):
+        await _release(session, agent_id, item, at)
+        return False
+    item.state, item.owner_agent_id, item.assigned_at = "assigned", agent_id, at.now
+    await _on_assigned(session, item, queue, agent_id, at, via="direct")
+    return True
+
+
+async def _on_assigned(
+    session: AsyncSession,
+    item: WorkItem,
+    queue: Queue | None,
+    agent_id: uuid.UUID,
+    at: Moment,
+    *,
+    via: str,
+) -> None:
+    due = item.first_response_due_at
+    if due is None and queue is not None and queue.first_response_seconds:
+        due = at.now + timedelta(seconds=queue.first_response_seconds)
+    if due is not None and item.first_response_at is None:
+        await timers.schedule(
+            session,
+            FIRST_RESPONSE_DUE,
+            max(due, at.now),
+            {"item_id": str(item.id), "agent_id": str(agent_id)},
+            key=f"frt:{item.id}",
+        )
+    await _publish_item(
+        session,
+        events.ITEM_ASSIGNED,
+        item,
+        agent_id=str(agent_id),
+        via=via,
+        first_response_due_at=due.isoformat() if due else None,
+    )
+
+
+async def _offer_to_best(
+    session: AsyncSession, item: WorkItem, queue: Queue, at: Moment, size: int
+) -> list[uuid.UUID]:
+    offer_ids: list[uuid.UUID] = []
+    for candidate in await _ranked_candidates(session, item, queue, size + DIRECT_CANDIDATES):
+        if len(offer_ids) >= size:
+            break
+        offer_id = await _offer_to(session, item, queue, candidate.agent_id, at)
+        if offer_id is not None:
+            offer_ids.append(offer_id)
+    if offer_ids:
+        moved = await repo.set_item_state(
+            session, item.id, from_states=("waiting", "offered"), to_state="offered"
+        )
+        if not moved:
+            raise RuntimeError(f"Item {item.id} left 'waiting' while offers were being made")
+        item.state = "offered"
+        expires = at.now + timedelta(seconds=queue.offer_timeout_seconds)
+        await _publish_item(
+            session,
+            events.ITEM_OFFERED,
+            item,
+            offer_ids=[str(o) for o in offer_ids],
+            expires_at=expires.isoformat(),
+        )
+    return offer_ids
+
+
+async def _offer_to(
+    session: AsyncSession, item: WorkItem, queue: Queue, agent_id: uuid.UUID, at: Moment
+) -> uuid.UUID | None:
+    state = await repo.reserve_capacity(
+        session,
+        agent_id=agent_id,
+        weight=item.weight,
+        kind=item.kind,
+        now=at.now,
+        today=at.today,
+        month=at.month,
+        counts_as_assignment=False,
+    )
+    if state is None:
+        return None
+    await repo.sync_memberships(session, state, at.today, at.month, reshuffle=True)
+    offer_id = new_id()
+    expires = at.now + timedelta(seconds=queue.offer_timeout_seconds)
+    await repo.insert_offer(
+        session,
+        {
+            "id": offer_id,
+            "item_id": item.id,
+            "agent_id": agent_id,
+            "status": "pending",
+            "weight": item.weight,
+            "created_at": at.now,
+            "expires_at": expires,
+        },
+    )
+    await timers.schedule(
+        session, OFFER_EXPIRY, expires, {"offer_id": str(offer_id)}, key=f"offer:{offer_id}"
+    )
+    return offer_id
+
+
+# -- capacity freed: the backlog pass ---------------------------------------------------------
+async def _release(session: AsyncSession, agent_id: uuid.UUID, item: Any, at: Moment) -> None:
+    state = await repo.release_capacity(
+        session, agent_id=agent_id, weight=item.weight, kind=item.kind, now=at.now
+    )
+    await repo.sync_memberships(session, state, at.today, at.month)
+
+
+async def fill_agent(session: AsyncSession, agent_id: uuid.UUID, at: Moment) -> int:
+    """Give an agent with spare capacity the best waiting items of its queues, now."""
+    placed = 0
+    for _ in range(BACKLOG_PASS_LIMIT):
+        state = await repo.load_agent_state(session, agent_id)
+        spare = state.capacity - state.load
+        can_take = state.status == "available" and state.is_active and not state.on_leave
+        if not can_take or state.off_shift or spare <= 0:
+            break
+        if not repo.quota_ok(state, at.today, at.month):
+            break
+        head = await repo.next_backlog_item(session, agent_id, spare)
+        if head is None:
+            break
+        item = await session.get(WorkItem, head.id)
+        queue = await repo.get_queue(session, head.queue_id)
+        if item is None or queue is None:
+            break
+        if queue.offer_mode == "direct":
+            ok = await _assign_to(session, item, queue, agent_id, at)
+        else:
+            ok = await _offer_single(session, item, queue, agent_id, at)
+        if not ok:
+            break
+        placed += 1
+    return placed
+
+
+async def _offer_single(
+    session: AsyncSession, item: WorkItem, queue: Queue, agent_id: uuid.UUID, at: Moment
+) -> bool:
+    offer_id = await _offer_to(session, item, queue, agent_id, at)
+    if offer_id is None:
+        return False
+    await repo.set_item_state(session, item.id, from_states=("waiting",), to_state="offered")
+    item.state = "offered"
+    await _publish_item(
+        session,
+        events.ITEM_OFFERED,
+        item,
+        offer_ids=[str(offer_id)],
+        expires_at=(at.now + timedelta(seconds=queue.offer_timeout_seconds)).isoformat(),
+    )
+    return True
+
+
+async def reroute(session: AsyncSession, item: WorkItem, at: Moment) -> RouteResult:
+    """Route an item that just went back to waiting (declined, timed out, reclaimed)."""
+    queue = await repo.get_queue(session, item.queue_id) if item.queue_id else None
+    if queue is None or not queue.is_active:
+        await _publish_item(session, events.ITEM_WAITING, item, reason="no_queue")
+        return RouteResult("waiting")
+    return await route(session, item, queue, at)
+
+
+# -- offers ----------------------------------------------------------------------------------
+async def accept_offer(
+    session: AsyncSession, offer_id: uuid.UUID, agent_id: uuid.UUID, at: Moment
+) -> WorkItem | None:
+    """First accept wins: the offer and the item move in one transaction; others are rescinded.
+
+    Lock order everywhere an item's offers change: the item row first, then offer rows, then
+    agent rows — so concurrent accepts and declines of one item queue up instead of deadlocking.
+    """
+    item_id = await repo.offer_item_id(session, offer_id)
+    if item_id is None:
+        return None
+    await repo.lock_item(session, item_id)
+    offer = await repo.set_offer_status(
+        session, offer_id, to_status="accepted", now=at.now, agent_id=agent_id
+    )
+    if offer is None:
+        return None
+    if not await repo.claim_item(
+        session, item_id=offer.item_id, agent_id=agent_id, from_states=("offered",), now=at.now
+    ):
+        raise RuntimeError(f"Offer {offer_id} was pending but its item was not offered")
+    await timers.cancel(session, f"offer:{offer_id}")
+    state = await repo.count_assignment(session, agent_id, at.today, at.month)
+    await repo.sync_memberships(session, state, at.today, at.month)
+    item = await session.get(WorkItem, offer.item_id, populate_existing=True)
+    assert item is not None
+    await publish(
+        session,
+        type=events.OFFER_ACCEPTED,
+        aggregate_type="routing.item",
+        aggregate_id=item.id,
+        payload=_item_payload(item, offer_id=str(offer_id), agent_id=str(agent_id)),
+    )
+    for other in await repo.pending_offers_for_item(session, item.id):
+        await _end_offer(session, other.id, "rescinded", at, reroute_item=False)
+    queue = await repo.get_queue(session, item.queue_id) if item.queue_id else None
+    await _on_assigned(session, item, queue, agent_id, at, via="offer")
+    return item
+
+
+async def end_offer(
+    session: AsyncSession,
+    offer_id: uuid.UUID,
+    status: str,
+    at: Moment,
+    *,
+    agent_id: uuid.UUID | None = None,
+) -> Any | None:
+    """Decline, time out or rescind a pending offer; the item is routed on if nothing is left."""
+    return await _end_offer(session, offer_id, status, at, agent_id=agent_id, reroute_item=True)
+
+
+async def _end_offer(
+    session: AsyncSession,
+    offer_id: uuid.UUID,
+    status: str,
+    at: Moment,
+    *,
+    agent_id: uuid.UUID | None = None,
+    reroute_item: bool,
+) -> Any | None:
+    item_id = await repo.offer_item_id(session, offer_id)
+    if item_id is None:
+        return None
+    await repo.lock_item(session, item_id)
+    offer = await repo.set_offer_status(
+        session, offer_id, to_status=status, now=at.now, agent_id=agent_id
+    )
+    if offer is None:
+        return None
+    await timers.cancel(session, f"offer:{offer_id}")
+    item = await session.get(WorkItem, offer.item_id, populate_existing=True)
+    assert item is not None
+    await _release(session, offer.agent_id, item, at)
+    event_type = {
+        "declined": events.OFFER_DECLINED,
+        "timed_out": events.OFFER_TIMED_OUT,
+        "rescinded": events.OFFER_RESCINDED,
+    }[status]
+    await publish(
+        session,
+        type=event_type,
+        aggregate_type="routing.item",
+        aggregate_id=item.id,
+        payload=_item_payload(item, offer_id=str(offer_id), agent_id=str(offer.agent_id)),
+    )
+    if (
+        reroute_item
+        and item.state == "offered"
+        and not await repo.pending_offers_for_item(session, item.id)
+    ):
+        await repo.set_item_state(session, item.id, from_states=("offered",), to_state="waiting")
+        item.state = "waiting"
+        await reroute(session, item, at)
+    # The agent's capacity is free again: it may take other waiting work (not this item).
+    await fill_agent(session, offer.agent_id, at)
+    return offer
+
+
+# -- closing and reclaiming ------------------------------------------------------------------
+async def close_item(session: AsyncSession, item: WorkItem, to_state: str, at: Moment) -> bool:
+    """Complete, cancel or expire an item; frees its owner's capacity and drains the backlog."""
+    previous_state, owner = item.state, item.owner_agent_id
+    if not await repo.set_item_state(
+        session,
+        item.id,
+        from_states=("waiting", "offered", "assigned"),
+        to_state=to_state,
+        closed_at=at.now,
+    ):
+        return False
+    item.state = to_state
+    await timers.cancel(session, f"frt:{item.id}")
+    for offer in await repo.pending_offers_for_item(session, item.id):
+        await _end_offer(session, offer.id, "rescinded", at, reroute_item=False)
+    event_type = events.ITEM_COMPLETED if to_state == "completed" else events.ITEM_CANCELLED
+    await _publish_item(session, event_type, item, state=to_state)
+    if previous_state == "assigned" and owner is not None:
+        await _release(session, owner, item, at)
+        await fill_agent(session, owner, at)
+    return True
+
+
+async def unassign(
+    session: AsyncSession, item: WorkItem, at: Moment, *, reason: str, exclude_owner: bool
+) -> RouteResult:
+    """Take an assigned item back from its owner and route it again (reclaim, SLA miss)."""
+    owner = item.owner_agent_id
+    if item.state != "assigned" or owner is None:
+        return RouteResult(item.state, agent_id=owner)
+    if not await repo.set_item_state(
+        session,
+        item.id,
+        from_states=("assigned",),
+        to_state="waiting",
+        owner_agent_id=None,
+        assigned_at=None,
+        enqueued_at=item.enqueued_at,
+    ):
+        return RouteResult(item.state)
+    item.state, item.owner_agent_id = "waiting", None
+    await timers.cancel(session, f"frt:{item.id}")
+    if exclude_owner:  # recorded like a decline so the item never returns to this agent
+        await repo.insert_offer(
+            session,
+            {
+                "id": new_id(),
+                "item_id": item.id,
+                "agent_id": owner,
+                "status": "reclaimed",
+                "weight": item.weight,
+                "created_at": at.now,
+                "expires_at": at.now,
+                "responded_at": at.now,
+            },
+        )
+    await _release(session, owner, item, at)
+    await _publish_item(session, events.ITEM_UNASSIGNED, item, agent_id=str(owner), reason=reason)
+    result = await reroute(session, item, at)
+    await fill_agent(session, owner, at)
+    return result
+
+
+async def rescind_offers_of(session: AsyncSession, agent_id: uuid.UUID, at: Moment) -> int:
+    """An agent stopped taking work: its pending offers go to others."""
+    offers = await repo.pending_offers_for_agent(session, agent_id)
+    for offer in offers:
+        await end_offer(session, offer.id, "rescinded", at)
+    return len(offers)
+
+
+async def items_of(session: AsyncSession, agent_id: uuid.UUID) -> list[WorkItem]:
+    ids = await repo.open_items_of_agent(session, agent_id)
+    if not ids:
+        return []
+    result = await session.execute(select(WorkItem).where(WorkItem.id.in_(ids)))
+    return list(result.scalars())

@@ -1,0 +1,62 @@
+"""Who belongs to which queue: agents matching the queue's member expression or in its teams.
+
+Membership rows are materialised (and mirrored with the agent's load, see I4 in models.py) so
+that choosing an agent is an ordered index lookup. They are recomputed when an agent's
+attributes or a queue's membership rule change — rare, administrative events.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allot.contexts.routing import expressions
+from allot.contexts.routing import repository as repo
+from allot.contexts.routing.models import Agent, Queue, QueueMember
+
+
+def agent_facts(agent: Agent) -> dict[str, Any]:
+    """What member expressions can test: the agent's attributes plus its name and email."""
+    return {"name": agent.name, "email": agent.email, **(agent.attributes or {})}
+
+
+def is_member(queue: Queue, agent: Agent) -> bool:
+    teams = set((agent.attributes or {}).get("teams") or [])
+    if teams & set(queue.member_teams or []):
+        return True
+    return expressions.matches(queue.member_expression or "", agent_facts(agent))
+
+
+async def _insert_member(session: AsyncSession, queue: Queue, agent: Agent) -> None:
+    session.add(QueueMember(queue_id=queue.id, agent_id=agent.id, shuffle=random.random()))
+
+
+async def refresh_agent(session: AsyncSession, agent: Agent, moment: Any) -> None:
+    """Recompute which queues the agent belongs to, then mirror its state into them."""
+    await session.execute(delete(QueueMember).where(QueueMember.agent_id == agent.id))
+    queues = (await session.execute(select(Queue).where(Queue.is_active.is_(True)))).scalars()
+    for queue in queues:
+        if is_member(queue, agent):
+            await _insert_member(session, queue, agent)
+    await session.flush()
+    state = await repo.load_agent_state(session, agent.id)
+    await repo.sync_memberships(session, state, moment.today, moment.month)
+
+
+async def refresh_queue(session: AsyncSession, queue: Queue, moment: Any) -> int:
+    """Recompute a queue's members from scratch; returns how many agents belong."""
+    await repo.delete_memberships_of_queue(session, queue.id)
+    if not queue.is_active:
+        return 0
+    agents = list((await session.execute(select(Agent))).scalars())
+    members = [agent for agent in agents if is_member(queue, agent)]
+    for agent in members:
+        await _insert_member(session, queue, agent)
+    await session.flush()
+    for agent in members:
+        state = await repo.load_agent_state(session, agent.id)
+        await repo.sync_memberships(session, state, moment.today, moment.month)
+    return len(members)

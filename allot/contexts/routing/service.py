@@ -1,0 +1,147 @@
+"""Work items and offers: submit, accept, decline, complete, cancel, first response.
+
+Any context routes work through these functions (via the package's public interface); they run
+in the caller's transaction and never commit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allot.contexts.routing import engine
+from allot.contexts.routing import repository as repo
+from allot.contexts.routing.engine import Moment
+from allot.contexts.routing.models import Agent, Offer, WorkItem
+from allot.contexts.routing.schemas import SubmitResult
+from allot.kernel.errors import Conflict, NotFound, ValidationFailed
+
+
+async def submit(
+    session: AsyncSession,
+    *,
+    reference: str,
+    kind: str,
+    attributes: dict[str, Any] | None = None,
+    priority: int = 0,
+    weight: int = 1,
+    queue_id: uuid.UUID | None = None,
+    first_response_due_at: datetime | None = None,
+) -> SubmitResult:
+    """Take a work item in and place it now: assigned, offered, or waiting in its queue.
+
+    `reference` is the submitter's id for the item ("lead:<uuid>"); it is unique, so submitting
+    the same thing twice is a Conflict rather than two items.
+    """
+    if weight < 1:
+        raise ValidationFailed.on("weight", "Must be at least 1")
+    at = Moment.read()
+    queue = (
+        await repo.get_queue(session, queue_id)
+        if queue_id
+        else await repo.queue_for_kind(session, kind)
+    )
+    if queue_id is not None and queue is None:
+        raise ValidationFailed.on("queue_id", "No such queue", "unknown_queue")
+    existing = await session.scalar(select(WorkItem.id).where(WorkItem.reference == reference))
+    if existing is not None:
+        raise Conflict(detail=f"Work item {reference!r} was already submitted")
+    item = WorkItem(
+        reference=reference,
+        kind=kind,
+        attributes=attributes or {},
+        priority=priority,
+        weight=weight,
+        queue_id=queue.id if queue else None,
+        state="waiting",
+        created_at=at.now,
+        enqueued_at=at.now,
+        first_response_due_at=first_response_due_at,
+    )
+    session.add(item)
+    await session.flush()
+    if queue is None:
+        result = await engine.reroute(session, item, at)
+    else:
+        result = await engine.route(session, item, queue, at)
+    return SubmitResult(
+        item_id=item.id, state=result.state, agent_id=result.agent_id, offer_ids=result.offer_ids
+    )
+
+
+async def get_item(session: AsyncSession, item_id: uuid.UUID) -> WorkItem:
+    item = await session.get(WorkItem, item_id)
+    if item is None:
+        raise NotFound(detail="No such work item")
+    return item
+
+
+async def item_by_reference(session: AsyncSession, reference: str) -> WorkItem | None:
+    return await session.scalar(select(WorkItem).where(WorkItem.reference == reference))
+
+
+async def _locked_item(session: AsyncSession, reference: str) -> WorkItem:
+    item_id = await session.scalar(select(WorkItem.id).where(WorkItem.reference == reference))
+    if item_id is None:
+        raise NotFound(detail=f"No work item {reference!r}")
+    await repo.lock_item(session, item_id)
+    item = await session.get(WorkItem, item_id, populate_existing=True)
+    assert item is not None
+    return item
+
+
+async def complete(session: AsyncSession, reference: str) -> bool:
+    """The work is done: the owner's capacity frees and the backlog moves, in this transaction."""
+    item = await _locked_item(session, reference)
+    return await engine.close_item(session, item, "completed", Moment.read())
+
+
+async def cancel(session: AsyncSession, reference: str) -> bool:
+    item = await _locked_item(session, reference)
+    return await engine.close_item(session, item, "cancelled", Moment.read())
+
+
+async def record_first_response(session: AsyncSession, reference: str) -> bool:
+    """The owner answered: the first-response SLA is met and its reclaim timer is cancelled."""
+    item = await _locked_item(session, reference)
+    if item.first_response_at is not None or item.state != "assigned":
+        return False
+    at = Moment.read()
+    item.first_response_at = at.now
+    from allot.kernel import timers
+
+    await timers.cancel(session, f"frt:{item.id}")
+    return True
+
+
+async def accept_offer(session: AsyncSession, offer_id: uuid.UUID, agent_id: uuid.UUID) -> WorkItem:
+    item = await engine.accept_offer(session, offer_id, agent_id, Moment.read())
+    if item is None:
+        raise Conflict(
+            detail="This offer is no longer open (accepted elsewhere, expired or withdrawn)"
+        )
+    await _reset_missed_offers(session, agent_id)
+    return item
+
+
+async def decline_offer(session: AsyncSession, offer_id: uuid.UUID, agent_id: uuid.UUID) -> None:
+    ended = await engine.end_offer(session, offer_id, "declined", Moment.read(), agent_id=agent_id)
+    if ended is None:
+        raise Conflict(detail="This offer is no longer open")
+
+
+async def _reset_missed_offers(session: AsyncSession, agent_id: uuid.UUID) -> None:
+    agent = await session.get(Agent, agent_id)
+    if agent is not None and agent.missed_offers:
+        agent.missed_offers = 0
+
+
+async def get_offer(session: AsyncSession, offer_id: uuid.UUID) -> Offer:
+    offer = await session.get(Offer, offer_id)
+    if offer is None:
+        raise NotFound(detail="No such offer")
+    return offer

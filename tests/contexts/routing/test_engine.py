@@ -1,0 +1,170 @@
+"""Routing engine scenarios through the public service functions, on both databases."""
+
+from __future__ import annotations
+
+import pytest
+
+from allot.contexts.routing.models import Agent
+
+from .helpers import (
+    agent,
+    assert_invariants,
+    complete,
+    items,
+    make_agent,
+    make_queue,
+    set_status,
+    submit,
+)
+
+
+async def test_least_loaded_spreads_work_and_never_overruns_capacity(database, clock):
+    await make_queue(database)
+    agents = [await make_agent(database, capacity=2) for _ in range(3)]
+    results = [await submit(database) for _ in range(7)]
+    assert [r.state for r in results] == ["assigned"] * 6 + ["waiting"]
+    loads = sorted([(await agent(database, a.id)).load for a in agents])
+    assert loads == [2, 2, 2]
+    # consecutive items never go to the same agent while others are less loaded
+    assert len({r.agent_id for r in results[:3]}) == 3
+    await assert_invariants(database)
+
+
+async def test_freed_capacity_takes_the_waiting_item_at_once(database, clock):
+    await make_queue(database)
+    anna = await make_agent(database, capacity=1)
+    first = await submit(database, reference="lead:1")
+    low = await submit(database, reference="lead:2", priority=0)
+    clock.advance(5)
+    high = await submit(database, reference="lead:3", priority=5)
+    assert (low.state, high.state) == ("waiting", "waiting")
+    await complete(database, "lead:1")
+    by_ref = {i.reference: i for i in await items(database)}
+    assert by_ref["lead:1"].state == "completed"
+    # priority first, then age: the later high-priority item goes before the older one
+    assert by_ref["lead:3"].state == "assigned"
+    assert by_ref["lead:3"].owner_agent_id == anna.id == first.agent_id
+    assert by_ref["lead:2"].state == "waiting"
+    await assert_invariants(database)
+
+
+async def test_an_agent_coming_online_takes_the_backlog(database, clock):
+    await make_queue(database)
+    boris = await make_agent(database, capacity=3, status="offline")
+    for n in range(4):
+        clock.advance(1)
+        assert (await submit(database, reference=f"lead:{n}")).state == "waiting"
+    await set_status(database, boris.id, "available")
+    states = [i.state for i in await items(database)]
+    assert states == ["assigned", "assigned", "assigned", "waiting"]  # oldest first
+    await assert_invariants(database)
+
+
+async def test_nobody_unavailable_or_outside_the_queue_gets_work(database, clock):
+    await make_queue(database, member_expression='"loans" in skills and region == "msk"')
+    away = await make_agent(database, status="away", attributes={"region": "msk"})
+    offline = await make_agent(database, status="offline", attributes={"region": "msk"})
+    other_region = await make_agent(database, attributes={"region": "kzn"})
+    no_skill = await make_agent(database, skills=["cards"], attributes={"region": "msk"})
+    fit = await make_agent(database, attributes={"region": "msk"})
+    results = [await submit(database) for _ in range(3)]
+    assert [r.agent_id for r in results[:2]] == [fit.id, fit.id]
+    assert results[2].state == "waiting"
+    for other in (away, offline, other_region, no_skill):
+        assert (await agent(database, other.id)).load == 0
+
+
+async def test_team_membership_admits_agents_without_matching_attributes(database, clock):
+    await make_queue(database, member_expression="", member_teams=["Продажи Казань"])
+    kazan = await make_agent(database, skills=[], teams=["Продажи Казань"])
+    await make_agent(database, skills=["loans"], teams=["Продажи Москва"])
+    result = await submit(database)
+    assert result.agent_id == kazan.id
+
+
+@pytest.mark.parametrize("strategy", ["round_robin", "least_loaded", "longest_idle"])
+async def test_equal_agents_share_work_evenly_without_list_order_bias(database, clock, strategy):
+    await make_queue(database, strategy=strategy)
+    agents = [await make_agent(database, capacity=1) for _ in range(4)]
+    counts = {a.id: 0 for a in agents}
+    for n in range(40):
+        clock.advance(1)
+        result = await submit(database, reference=f"lead:{n}")
+        counts[result.agent_id] += 1
+        await complete(database, f"lead:{n}")
+    assert sorted(counts.values()) == [10, 10, 10, 10]
+
+
+async def test_most_available_prefers_spare_capacity(database, clock):
+    await make_queue(database, strategy="most_available")
+    small = await make_agent(database, capacity=2)
+    big = await make_agent(database, capacity=6)
+    placed = [(await submit(database)).agent_id for _ in range(5)]
+    assert placed[:4] == [big.id] * 4  # spare 6,5,4,3 > 2
+    assert small.id in placed
+
+
+async def test_score_strategy_uses_the_registered_scorer(database, clock):
+    await make_queue(database, strategy="score", scorer="language_match")
+    await make_agent(database, languages=["ru"])
+    tatar = await make_agent(database, languages=["ru", "tt"])
+    result = await submit(database, attributes={"language": "tt"})
+    assert result.agent_id == tatar.id
+
+
+async def test_capacity_per_work_kind_is_respected(database, clock):
+    await make_queue(database, work_kinds=["lead", "callback"])
+    anna = await make_agent(database, capacity=5, capacity_by_kind={"callback": 1})
+    assert (await submit(database, kind="callback")).agent_id == anna.id
+    assert (await submit(database, kind="callback")).state == "waiting"
+    assert (await submit(database, kind="lead")).agent_id == anna.id
+    await assert_invariants(database)
+
+
+async def test_daily_quota_stops_assignments_until_the_next_day(database, clock):
+    await make_queue(database)
+    anna = await make_agent(database, capacity=10, daily_quota=2)
+    for n in range(2):
+        await submit(database, reference=f"lead:{n}")
+        await complete(database, f"lead:{n}")
+    assert (await submit(database, reference="lead:late")).state == "waiting"
+    clock.advance(24 * 3600)
+    await set_status(database, anna.id, "away")
+    await set_status(database, anna.id, "available")  # a new day: the backlog moves again
+    by_ref = {i.reference: i for i in await items(database)}
+    assert by_ref["lead:late"].owner_agent_id == anna.id
+
+
+async def test_weighted_items_use_several_units(database, clock):
+    await make_queue(database)
+    anna = await make_agent(database, capacity=3)
+    assert (await submit(database, weight=2)).agent_id == anna.id
+    assert (await submit(database, weight=2)).state == "waiting"
+    assert (await submit(database, weight=1)).agent_id == anna.id
+    assert (await agent(database, anna.id)).load == 3
+    await assert_invariants(database)
+
+
+async def test_a_bad_member_expression_names_the_position(database):
+    from allot.kernel.errors import ValidationFailed
+
+    with pytest.raises(ValidationFailed) as failure:
+        await make_queue(database, member_expression='"loans" in in skills')
+    error = failure.value.errors[0]
+    assert error.field == "body.member_expression"
+    assert "position 12" in error.message
+
+
+async def test_capacity_cannot_be_lowered_below_held_work(database, clock):
+    from allot.contexts.routing import agent_service
+    from allot.contexts.routing.schemas import AgentUpdate
+    from allot.kernel.errors import ValidationFailed
+
+    await make_queue(database)
+    anna = await make_agent(database, capacity=3)
+    await submit(database)
+    await submit(database)
+    with pytest.raises(ValidationFailed):
+        async with database.transaction() as session:
+            await agent_service.update_agent(session, anna.id, AgentUpdate(capacity=1))
+    assert isinstance(await agent(database, anna.id), Agent)
