@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from allot.kernel.context import Actor
+from allot.kernel.context import Actor, actor_var
 from allot.kernel.errors import Forbidden, Unauthorized
 
 
@@ -61,10 +62,35 @@ async def optional_principal(request: Request) -> Principal | None:
     principal = await authenticator(request) if authenticator else None
     request.state.principal = principal
     if principal is not None:
-        from allot.kernel.context import actor_var
-
         actor_var.set(principal.actor)
     return principal
+
+
+# Paths that never need to know the caller: resolving it would only cost a database round trip.
+ANONYMOUS_PATH_PREFIXES = ("/static/", "/healthz", "/readyz", "/metrics")
+
+
+class AuthenticationMiddleware:
+    """Resolves the caller before routing, so everything after it (locale, CSRF, error pages,
+    navigation) sees the same principal, and binds the actor for exactly this request.
+
+    The actor variable is reset afterwards: an in-process client (tests) runs requests in its
+    own context, and one request's actor must never leak into the next.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(ANONYMOUS_PATH_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        token = actor_var.set(None)
+        try:
+            await optional_principal(Request(scope))
+            await self.app(scope, receive, send)
+        finally:
+            actor_var.reset(token)
 
 
 async def current_principal(

@@ -8,6 +8,8 @@ and no stale .mo file to forget.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
 from decimal import Decimal
@@ -46,6 +48,21 @@ def translations(locale: str) -> NullTranslations:
 def gettext(message: str, **variables: object) -> str:
     text = translations(locale_var.get()).gettext(message)
     return text % variables if variables else text
+
+
+def N_(message: str) -> str:
+    """Mark a msgid for extraction where it is only translated later (nav labels, choices)."""
+    return message
+
+
+@contextmanager
+def using_locale(locale: str) -> Iterator[None]:
+    """Translate in `locale` for the duration of a block (a job, an e-mail, a test)."""
+    token = locale_var.set(locale if locale in LOCALES else "ru")
+    try:
+        yield
+    finally:
+        locale_var.reset(token)
 
 
 def ngettext(singular: str, plural: str, n: int, **variables: object) -> str:

@@ -25,6 +25,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData, event, inspect
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -39,11 +40,17 @@ StepCallback = Callable[[str], None]
 T = TypeVar("T")
 
 
-def render_item(type_: str, obj: Any, _autogen_context: AutogenContext) -> str | bool:
+def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | bool:
     """Render our portable types as plain SQLAlchemy types, so revisions never import Allot code
     (a revision must keep working after the model code it was generated from has changed)."""
-    if type_ == "type" and isinstance(obj, UTCDateTime):
+    if type_ != "type":
+        return False
+    if isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
+    if isinstance(obj, JSONB):
+        # Alembic's default repr names `Text()` without importing it.
+        autogen_context.imports.add("from sqlalchemy.dialects import postgresql")
+        return "postgresql.JSONB()"
     return False
 
 
