@@ -16,6 +16,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Index, String, Text, delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -87,20 +89,32 @@ async def schedule(
     *,
     key: str | None = None,
 ) -> uuid.UUID:
-    """Schedule a timer in the caller's transaction; one with the same key is replaced."""
+    """Schedule a timer in the caller's transaction; one with the same key is replaced.
+
+    Keyed timers are an upsert, so two transactions (re)scheduling one key never collide.
+    """
+    values = {
+        "id": new_id(),
+        "kind": kind,
+        "key": key,
+        "due_at": due_at,
+        "payload": payload or {},
+        "status": "pending",
+        "attempts": 0,
+        "last_error": None,
+        "created_at": utcnow(),
+        "fired_at": None,
+        "correlation_id": context.current_correlation_id(),
+    }
+    dialect = session.bind.dialect.name if session.bind else "sqlite"
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(Timer).values(**values)
     if key is not None:
-        await session.execute(delete(Timer).where(Timer.key == key))
-    timer = Timer(
-        kind=kind,
-        key=key,
-        due_at=due_at,
-        payload=payload or {},
-        correlation_id=context.current_correlation_id(),
-    )
-    session.add(timer)
-    await session.flush()
+        replaced = {name: stmt.excluded[name] for name in values if name not in ("id", "key")}
+        stmt = stmt.on_conflict_do_update(index_elements=[Timer.key], set_=replaced)
+    timer_id: uuid.UUID = (await session.execute(stmt.returning(Timer.id))).scalar_one()
     on_commit(session, _notify_scheduled)
-    return timer.id
+    return timer_id
 
 
 async def cancel(session: AsyncSession, key: str) -> bool:

@@ -171,6 +171,7 @@ async def agent_for_user(session: AsyncSession, user_id: uuid.UUID) -> Agent | N
 
 
 async def update_agent(session: AsyncSession, agent_id: uuid.UUID, body: AgentUpdate) -> Agent:
+    await repo.lock_items_offered_to(session, agent_id)
     agent = await get_agent(session, agent_id)
     before = _snapshot(agent)
     at = Moment.read()
@@ -216,6 +217,7 @@ async def update_agent(session: AsyncSession, agent_id: uuid.UUID, body: AgentUp
 async def set_status(
     session: AsyncSession, agent_id: uuid.UUID, status: str, *, reason: str = "manual"
 ) -> Agent:
+    await repo.lock_items_offered_to(session, agent_id)
     agent = await get_agent(session, agent_id)
     at = Moment.read()
     if status != "offline":

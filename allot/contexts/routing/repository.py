@@ -354,6 +354,21 @@ async def lock_item(session: AsyncSession, item_id: uuid.UUID) -> None:
     await session.execute(select(WorkItem.id).where(WorkItem.id == item_id).with_for_update())
 
 
+async def lock_items_offered_to(session: AsyncSession, agent_id: uuid.UUID) -> None:
+    """Before an agent's own row changes: lock the items it holds offers for (in id order), so
+    this path takes locks item-first like accept/decline do and cannot deadlock with them."""
+    await session.execute(
+        select(WorkItem.id)
+        .where(
+            WorkItem.id.in_(
+                select(Offer.item_id).where(Offer.agent_id == agent_id, Offer.status == "pending")
+            )
+        )
+        .order_by(WorkItem.id)
+        .with_for_update()
+    )
+
+
 async def pending_offers_for_item(session: AsyncSession, item_id: uuid.UUID) -> list[Any]:
     stmt = select(Offer.id, Offer.agent_id, Offer.weight).where(
         Offer.item_id == item_id, Offer.status == "pending"
@@ -385,6 +400,9 @@ async def next_backlog_item(session: AsyncSession, agent_id: uuid.UUID, spare: i
         )
         .order_by(WorkItem.priority.desc(), WorkItem.enqueued_at, WorkItem.id)
         .limit(1)
+        # Item before agent, like every other path; an item another transaction is placing is
+        # skipped rather than waited for (PostgreSQL; SQLite's single writer needs neither).
+        .with_for_update(skip_locked=True, of=WorkItem)
     )
     return (await session.execute(stmt)).first()
 

@@ -7,12 +7,15 @@ connections that never block the writer. PostgreSQL: one asyncpg pool serves bot
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -30,6 +33,26 @@ def normalize_url(url: str) -> str:
     elif parsed.drivername == "sqlite":
         parsed = parsed.set(drivername="sqlite+aiosqlite")
     return parsed.render_as_string(hide_password=False)
+
+
+T = TypeVar("T")
+
+# PostgreSQL: deadlock_detected, serialization_failure. Both mean "nothing was written; run the
+# whole unit of work again", which is always safe because a unit of work commits all or nothing.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+MAX_TRANSACTION_ATTEMPTS = 4
+
+
+def is_retryable(exc: BaseException) -> bool:
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return code in RETRYABLE_SQLSTATES
+
+
+async def backoff_before_retry(attempt: int) -> None:
+    await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # decorrelate the contenders
 
 
 class AllotSession(Session):
@@ -143,6 +166,19 @@ class Database:
             except BaseException:
                 await session.rollback()
                 raise
+
+    async def run(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Run `work` as one unit of work, retried from scratch on a deadlock or serialization
+        failure (PostgreSQL). Prefer this to `transaction()` for anything that can contend."""
+        for attempt in range(1, MAX_TRANSACTION_ATTEMPTS + 1):
+            try:
+                async with self.transaction() as session:
+                    return await work(session)
+            except DBAPIError as exc:
+                if not is_retryable(exc) or attempt == MAX_TRANSACTION_ATTEMPTS:
+                    raise
+                await backoff_before_retry(attempt)
+        raise AssertionError("unreachable")
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[AsyncSession]:

@@ -16,7 +16,12 @@ from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allot.kernel.db.engine import Database
+from allot.kernel.db.engine import (
+    MAX_TRANSACTION_ATTEMPTS,
+    Database,
+    backoff_before_retry,
+    is_retryable,
+)
 
 
 def get_database(request: Request) -> Database:
@@ -84,16 +89,19 @@ class UnitOfWorkRoute(APIRoute):
         endpoint_handler = super().get_route_handler()
 
         async def handler(request: Request) -> Response:
-            try:
-                response = await endpoint_handler(request)
-            except BaseException:
-                await finish_request(request, None)
-                raise
-            try:
-                await finish_request(request, response)
-            except BaseException:
-                await finish_request(request, None)
-                raise
-            return response
+            # A deadlock or serialization failure wrote nothing: run the endpoint again from
+            # scratch (its body is cached by Starlette), up to MAX_TRANSACTION_ATTEMPTS times.
+            for attempt in range(1, MAX_TRANSACTION_ATTEMPTS + 1):
+                try:
+                    response = await endpoint_handler(request)
+                    await finish_request(request, response)
+                    return response
+                except BaseException as exc:
+                    await finish_request(request, None)
+                    if not is_retryable(exc) or attempt == MAX_TRANSACTION_ATTEMPTS:
+                        raise
+                    request.state.before_commit = []
+                    await backoff_before_retry(attempt)
+            raise AssertionError("unreachable")
 
         return handler

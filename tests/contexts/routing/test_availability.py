@@ -84,8 +84,8 @@ async def test_no_first_response_before_the_sla_reassigns(database, clock):
 async def test_a_first_response_in_time_keeps_the_owner(database, clock):
     await make_queue(database, first_response_seconds=600)
     anna = await make_agent(database, capacity=1)
-    await make_agent(database, capacity=1)
     await submit(database, reference="lead:quick")
+    await make_agent(database, capacity=1)
     clock.advance(300)
     async with database.transaction() as session:
         assert await service.record_first_response(session, "lead:quick") is True
