@@ -41,6 +41,27 @@ def install(app: Any) -> None:
     register_nav(
         NavItem(key="board", label="Board", href="/board", permission=ROUTING_READ, order=30)
     )
+    register_nav(
+        NavItem(
+            key="routing-queues",
+            label="Queues",
+            href="/routing/queues",
+            permission=ROUTING_MANAGE,
+            order=600,
+        )
+    )
+    register_nav(
+        NavItem(
+            key="routing-agents",
+            label="Agents",
+            href="/routing/agents",
+            permission=ROUTING_MANAGE,
+            order=610,
+        )
+    )
+    from . import live  # the live-update consumers, and the hub they publish to
+
+    live.install(app)
 
 
 __all__ = [

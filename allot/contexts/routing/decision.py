@@ -30,6 +30,7 @@ class Candidate:
     idle_since: datetime
     shuffle: float
     attributes: dict[str, Any] | None = None
+    kind_capped: bool = False
 
 
 Scorer = Callable[[dict[str, Any], Candidate], float]

@@ -26,7 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allot.contexts.routing import events
 from allot.contexts.routing import repository as repo
 from allot.contexts.routing.decision import rank
-from allot.contexts.routing.models import Queue, WorkItem
+from allot.contexts.routing.models import WorkItem
+from allot.contexts.routing.repository import QueueRules
 from allot.kernel import timers
 from allot.kernel.clock import utcnow
 from allot.kernel.config import get_settings
@@ -85,7 +86,9 @@ async def _publish_item(session: AsyncSession, type_: str, item: Any, **extra: A
 
 
 # -- placing an item -------------------------------------------------------------------------
-async def route(session: AsyncSession, item: WorkItem, queue: Queue, at: Moment) -> RouteResult:
+async def route(
+    session: AsyncSession, item: WorkItem, queue: QueueRules, at: Moment
+) -> RouteResult:
     """Place a waiting item: assign it, offer it, or leave it waiting (and say so)."""
     if queue.offer_mode == "direct":
         agent_id = await _assign_to_best(session, item, queue, at)
@@ -101,7 +104,7 @@ async def route(session: AsyncSession, item: WorkItem, queue: Queue, at: Moment)
 
 
 async def _ranked_candidates(
-    session: AsyncSession, item: WorkItem, queue: Queue, limit: int
+    session: AsyncSession, item: WorkItem, queue: QueueRules, limit: int
 ) -> list[Any]:
     scored = queue.strategy == "score"
     candidates = await repo.top_candidates(
@@ -117,17 +120,22 @@ async def _ranked_candidates(
 
 
 async def _assign_to_best(
-    session: AsyncSession, item: WorkItem, queue: Queue, at: Moment
+    session: AsyncSession, item: WorkItem, queue: QueueRules, at: Moment
 ) -> uuid.UUID | None:
     for candidate in await _ranked_candidates(session, item, queue, DIRECT_CANDIDATES):
         agent_id: uuid.UUID = candidate.agent_id
-        if await _assign_to(session, item, queue, agent_id, at):
+        if await _assign_to(session, item, queue, agent_id, at, candidate.kind_capped):
             return agent_id
     return None
 
 
 async def _assign_to(
-    session: AsyncSession, item: WorkItem, queue: Queue, agent_id: uuid.UUID, at: Moment
+    session: AsyncSession,
+    item: WorkItem,
+    queue: QueueRules,
+    agent_id: uuid.UUID,
+    at: Moment,
+    kind_capped: bool | None = None,
 ) -> bool:
     state = await repo.reserve_capacity(
         session,
@@ -138,6 +146,7 @@ async def _assign_to(
         today=at.today,
         month=at.month,
         counts_as_assignment=True,
+        kind_capped=kind_capped,
     )
     if state is None:
         return False  # lost a race for this agent's last slot; the caller tries the next one
@@ -155,7 +164,7 @@ async def _assign_to(
 async def _on_assigned(
     session: AsyncSession,
     item: WorkItem,
-    queue: Queue | None,
+    queue: QueueRules | None,
     agent_id: uuid.UUID,
     at: Moment,
     *,
@@ -183,13 +192,15 @@ async def _on_assigned(
 
 
 async def _offer_to_best(
-    session: AsyncSession, item: WorkItem, queue: Queue, at: Moment, size: int
+    session: AsyncSession, item: WorkItem, queue: QueueRules, at: Moment, size: int
 ) -> list[uuid.UUID]:
     offer_ids: list[uuid.UUID] = []
     for candidate in await _ranked_candidates(session, item, queue, size + DIRECT_CANDIDATES):
         if len(offer_ids) >= size:
             break
-        offer_id = await _offer_to(session, item, queue, candidate.agent_id, at)
+        offer_id = await _offer_to(
+            session, item, queue, candidate.agent_id, at, candidate.kind_capped
+        )
         if offer_id is not None:
             offer_ids.append(offer_id)
     if offer_ids:
@@ -211,7 +222,12 @@ async def _offer_to_best(
 
 
 async def _offer_to(
-    session: AsyncSession, item: WorkItem, queue: Queue, agent_id: uuid.UUID, at: Moment
+    session: AsyncSession,
+    item: WorkItem,
+    queue: QueueRules,
+    agent_id: uuid.UUID,
+    at: Moment,
+    kind_capped: bool | None = None,
 ) -> uuid.UUID | None:
     state = await repo.reserve_capacity(
         session,
@@ -222,6 +238,7 @@ async def _offer_to(
         today=at.today,
         month=at.month,
         counts_as_assignment=False,
+        kind_capped=kind_capped,
     )
     if state is None:
         return None
@@ -269,7 +286,7 @@ async def fill_agent(session: AsyncSession, agent_id: uuid.UUID, at: Moment) -> 
         if head is None:
             break
         item = await session.get(WorkItem, head.id)
-        queue = await repo.get_queue(session, head.queue_id)
+        queue = await repo.queue_rules(session, head.queue_id)
         if item is None or queue is None:
             break
         if queue.offer_mode == "direct":
@@ -283,7 +300,7 @@ async def fill_agent(session: AsyncSession, agent_id: uuid.UUID, at: Moment) -> 
 
 
 async def _offer_single(
-    session: AsyncSession, item: WorkItem, queue: Queue, agent_id: uuid.UUID, at: Moment
+    session: AsyncSession, item: WorkItem, queue: QueueRules, agent_id: uuid.UUID, at: Moment
 ) -> bool:
     offer_id = await _offer_to(session, item, queue, agent_id, at)
     if offer_id is None:
@@ -302,7 +319,7 @@ async def _offer_single(
 
 async def reroute(session: AsyncSession, item: WorkItem, at: Moment) -> RouteResult:
     """Route an item that just went back to waiting (declined, timed out, reclaimed)."""
-    queue = await repo.get_queue(session, item.queue_id) if item.queue_id else None
+    queue = await repo.queue_rules(session, item.queue_id) if item.queue_id else None
     if queue is None or not queue.is_active:
         await _publish_item(session, events.ITEM_WAITING, item, reason="no_queue")
         return RouteResult("waiting")
@@ -345,7 +362,7 @@ async def accept_offer(
     )
     for other in await repo.pending_offers_for_item(session, item.id):
         await _end_offer(session, other.id, "rescinded", at, reroute_item=False)
-    queue = await repo.get_queue(session, item.queue_id) if item.queue_id else None
+    queue = await repo.queue_rules(session, item.queue_id) if item.queue_id else None
     await _on_assigned(session, item, queue, agent_id, at, via="offer")
     return item
 

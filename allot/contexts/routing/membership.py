@@ -31,7 +31,12 @@ def is_member(queue: Queue, agent: Agent) -> bool:
 
 
 async def _insert_member(session: AsyncSession, queue: Queue, agent: Agent) -> None:
-    session.add(QueueMember(queue_id=queue.id, agent_id=agent.id, shuffle=random.random()))
+    capped = bool(set(agent.capacity_by_kind or {}) & set(queue.work_kinds or []))
+    session.add(
+        QueueMember(
+            queue_id=queue.id, agent_id=agent.id, shuffle=random.random(), kind_capped=capped
+        )
+    )
 
 
 async def refresh_agent(session: AsyncSession, agent: Agent, moment: Any) -> None:

@@ -134,6 +134,8 @@ class QueueMember(Base):
     idle_since: Mapped[datetime] = mapped_column(default=lambda: EPOCH)
     # Random, re-drawn on every assignment: the last tie-break, so no list order wins ties.
     shuffle: Mapped[float] = mapped_column(Float, default=0.0)
+    # The agent caps one of this queue's work kinds: reservations check routing_agent_kind_loads.
+    kind_capped: Mapped[bool] = mapped_column(Boolean, default=False)
 
     __table_args__ = (
         Index("ix_routing_members_agent", "agent_id"),

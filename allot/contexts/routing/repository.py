@@ -4,12 +4,14 @@ and every state change is a conditional UPDATE whose row count says whether it h
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import and_, case, delete, exists, func, insert, or_, select, update
+from sqlalchemy import Table, and_, case, delete, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.contexts.routing.decision import Candidate
@@ -24,15 +26,22 @@ from allot.contexts.routing.models import (
     WorkItem,
 )
 
+# Hot-path statements use the Core tables (no ORM bookkeeping per statement).
+AGENTS: Table = Agent.__table__  # type: ignore[assignment]
+MEMBERS: Table = QueueMember.__table__  # type: ignore[assignment]
+ITEMS: Table = WorkItem.__table__  # type: ignore[assignment]
+OFFERS: Table = Offer.__table__  # type: ignore[assignment]
+KIND_LOADS: Table = AgentKindLoad.__table__  # type: ignore[assignment]
+
 # An agent who had one of these with an item is never offered that item again (I3).
 EXCLUDING_OFFER_STATUSES = ("pending", "declined", "timed_out", "reclaimed")
 
 _ORDER = {
-    "least_loaded": (QueueMember.load, QueueMember.last_assigned_at, QueueMember.shuffle),
-    "most_available": (QueueMember.spare.desc(), QueueMember.last_assigned_at, QueueMember.shuffle),
-    "round_robin": (QueueMember.last_assigned_at, QueueMember.shuffle),
-    "longest_idle": (QueueMember.idle_since, QueueMember.shuffle),
-    "score": (QueueMember.load, QueueMember.last_assigned_at, QueueMember.shuffle),
+    "least_loaded": (MEMBERS.c.load, MEMBERS.c.last_assigned_at, MEMBERS.c.shuffle),
+    "most_available": (MEMBERS.c.spare.desc(), MEMBERS.c.last_assigned_at, MEMBERS.c.shuffle),
+    "round_robin": (MEMBERS.c.last_assigned_at, MEMBERS.c.shuffle),
+    "longest_idle": (MEMBERS.c.idle_since, MEMBERS.c.shuffle),
+    "score": (MEMBERS.c.load, MEMBERS.c.last_assigned_at, MEMBERS.c.shuffle),
 }
 
 
@@ -48,29 +57,31 @@ async def top_candidates(
 ) -> list[Candidate]:
     """The best few eligible members of a queue, in strategy order: one ordered index range."""
     columns: list[Any] = [
-        QueueMember.agent_id,
-        QueueMember.load,
-        QueueMember.spare,
-        QueueMember.last_assigned_at,
-        QueueMember.idle_since,
-        QueueMember.shuffle,
+        MEMBERS.c.agent_id,
+        MEMBERS.c.load,
+        MEMBERS.c.spare,
+        MEMBERS.c.last_assigned_at,
+        MEMBERS.c.idle_since,
+        MEMBERS.c.shuffle,
+        MEMBERS.c.kind_capped,
     ]
     stmt = select(*columns)
     if with_attributes:
-        stmt = stmt.add_columns(Agent.attributes).join(Agent, Agent.id == QueueMember.agent_id)
+        stmt = stmt.add_columns(AGENTS.c.attributes).join(AGENTS, AGENTS.c.id == MEMBERS.c.agent_id)
     stmt = (
         stmt.where(
-            QueueMember.queue_id == queue_id,
-            QueueMember.eligible.is_(True),
-            QueueMember.spare >= weight,
+            MEMBERS.c.queue_id == queue_id,
+            # `eligible` implies spare > 0; heavier items filter spare below, so the WHERE stays
+            # an equality prefix of the strategy's index and LIMIT stops after a few entries.
+            MEMBERS.c.eligible.is_(True),
             ~exists().where(
-                Offer.item_id == item_id,
-                Offer.agent_id == QueueMember.agent_id,
-                Offer.status.in_(EXCLUDING_OFFER_STATUSES),
+                OFFERS.c.item_id == item_id,
+                OFFERS.c.agent_id == MEMBERS.c.agent_id,
+                OFFERS.c.status.in_(EXCLUDING_OFFER_STATUSES),
             ),
         )
         .order_by(*_ORDER[strategy])
-        .limit(limit)
+        .limit(limit if weight == 1 else limit * 4)
     )
     rows = (await session.execute(stmt)).all()
     return [
@@ -81,65 +92,69 @@ async def top_candidates(
             last_assigned_at=row[3],
             idle_since=row[4],
             shuffle=row[5],
-            attributes=row[6] if with_attributes else None,
+            kind_capped=row[6],
+            attributes=row[7] if with_attributes else None,
         )
         for row in rows
-    ]
+        if row[2] >= weight
+    ][:limit]
 
 
 def _eligible_condition() -> Any:
     return and_(
-        Agent.status == "available",
-        Agent.is_active.is_(True),
-        Agent.on_leave.is_(False),
-        Agent.off_shift.is_(False),
+        AGENTS.c.status == "available",
+        AGENTS.c.is_active.is_(True),
+        AGENTS.c.on_leave.is_(False),
+        AGENTS.c.off_shift.is_(False),
     )
 
 
 def _quota_condition(today: date, month: str) -> Any:
     return and_(
         or_(
-            Agent.daily_quota.is_(None),
-            Agent.quota_day.is_(None),
-            Agent.quota_day != today,
-            Agent.assigned_in_day < Agent.daily_quota,
+            AGENTS.c.daily_quota.is_(None),
+            AGENTS.c.quota_day.is_(None),
+            AGENTS.c.quota_day != today,
+            AGENTS.c.assigned_in_day < AGENTS.c.daily_quota,
         ),
         or_(
-            Agent.monthly_quota.is_(None),
-            Agent.quota_month.is_(None),
-            Agent.quota_month != month,
-            Agent.assigned_in_month < Agent.monthly_quota,
+            AGENTS.c.monthly_quota.is_(None),
+            AGENTS.c.quota_month.is_(None),
+            AGENTS.c.quota_month != month,
+            AGENTS.c.assigned_in_month < AGENTS.c.monthly_quota,
         ),
     )
 
 
 def _quota_increment(today: date, month: str) -> dict[str, Any]:
     return {
-        "assigned_in_day": case((Agent.quota_day == today, Agent.assigned_in_day + 1), else_=1),
+        "assigned_in_day": case(
+            (AGENTS.c.quota_day == today, AGENTS.c.assigned_in_day + 1), else_=1
+        ),
         "quota_day": today,
         "assigned_in_month": case(
-            (Agent.quota_month == month, Agent.assigned_in_month + 1), else_=1
+            (AGENTS.c.quota_month == month, AGENTS.c.assigned_in_month + 1), else_=1
         ),
         "quota_month": month,
     }
 
 
 AGENT_STATE_COLUMNS = (
-    Agent.id,
-    Agent.capacity,
-    Agent.load,
-    Agent.status,
-    Agent.is_active,
-    Agent.on_leave,
-    Agent.off_shift,
-    Agent.last_assigned_at,
-    Agent.idle_since,
-    Agent.daily_quota,
-    Agent.quota_day,
-    Agent.assigned_in_day,
-    Agent.monthly_quota,
-    Agent.quota_month,
-    Agent.assigned_in_month,
+    AGENTS.c.id,
+    AGENTS.c.capacity,
+    AGENTS.c.load,
+    AGENTS.c.status,
+    AGENTS.c.is_active,
+    AGENTS.c.on_leave,
+    AGENTS.c.off_shift,
+    AGENTS.c.last_assigned_at,
+    AGENTS.c.idle_since,
+    AGENTS.c.daily_quota,
+    AGENTS.c.quota_day,
+    AGENTS.c.assigned_in_day,
+    AGENTS.c.monthly_quota,
+    AGENTS.c.quota_month,
+    AGENTS.c.assigned_in_month,
 )
 
 
@@ -153,6 +168,7 @@ async def reserve_capacity(
     today: date,
     month: str,
     counts_as_assignment: bool,
+    kind_capped: bool | None = None,
 ) -> Any | None:
     """I1: add `weight` to the agent's load only if it fits and the agent can take work.
 
@@ -160,36 +176,38 @@ async def reserve_capacity(
     unavailable, over quota, or per-kind cap reached). Never read-then-write: the WHERE clause is
     the check, and the row lock taken by UPDATE makes concurrent reservations queue up.
     """
-    kind_result: Any = await session.execute(
-        update(AgentKindLoad)
-        .where(
-            AgentKindLoad.agent_id == agent_id,
-            AgentKindLoad.kind == kind,
-            AgentKindLoad.load + weight <= AgentKindLoad.capacity,
+    kind_reserved = False
+    if kind_capped is not False:  # None: unknown here, so check
+        kind_result: Any = await session.execute(
+            update(KIND_LOADS)
+            .where(
+                KIND_LOADS.c.agent_id == agent_id,
+                KIND_LOADS.c.kind == kind,
+                KIND_LOADS.c.load + weight <= KIND_LOADS.c.capacity,
+            )
+            .values(load=KIND_LOADS.c.load + weight)
         )
-        .values(load=AgentKindLoad.load + weight)
-    )
-    kind_reserved = kind_result.rowcount == 1
-    if not kind_reserved:
+        kind_reserved = kind_result.rowcount == 1
+    if kind_capped is not False and not kind_reserved:
         capped = await session.scalar(
             select(func.count())
-            .select_from(AgentKindLoad)
-            .where(AgentKindLoad.agent_id == agent_id, AgentKindLoad.kind == kind)
+            .select_from(KIND_LOADS)
+            .where(KIND_LOADS.c.agent_id == agent_id, KIND_LOADS.c.kind == kind)
         )
         if capped:
             return None
     values: dict[str, Any] = {
-        "load": Agent.load + weight,
+        "load": AGENTS.c.load + weight,
         "last_assigned_at": now,
         "idle_since": BUSY,
     }
     if counts_as_assignment:
         values.update(_quota_increment(today, month))
     stmt = (
-        update(Agent)
+        update(AGENTS)
         .where(
-            Agent.id == agent_id,
-            Agent.load + weight <= Agent.capacity,
+            AGENTS.c.id == agent_id,
+            AGENTS.c.load + weight <= AGENTS.c.capacity,
             _eligible_condition(),
             _quota_condition(today, month),
         )
@@ -207,8 +225,8 @@ async def count_assignment(
 ) -> Any:
     """Quota bookkeeping when an offer (capacity already reserved) becomes an assignment."""
     stmt = (
-        update(Agent)
-        .where(Agent.id == agent_id)
+        update(AGENTS)
+        .where(AGENTS.c.id == agent_id)
         .values(**_quota_increment(today, month))
         .returning(*AGENT_STATE_COLUMNS)
     )
@@ -220,11 +238,11 @@ async def release_capacity(
 ) -> Any:
     await _release_kind(session, agent_id, kind, weight)
     stmt = (
-        update(Agent)
-        .where(Agent.id == agent_id, Agent.load >= weight)
+        update(AGENTS)
+        .where(AGENTS.c.id == agent_id, AGENTS.c.load >= weight)
         .values(
-            load=Agent.load - weight,
-            idle_since=case((Agent.load - weight == 0, now), else_=Agent.idle_since),
+            load=AGENTS.c.load - weight,
+            idle_since=case((AGENTS.c.load - weight == 0, now), else_=AGENTS.c.idle_since),
         )
         .returning(*AGENT_STATE_COLUMNS)
     )
@@ -236,9 +254,9 @@ async def release_capacity(
 
 async def _release_kind(session: AsyncSession, agent_id: uuid.UUID, kind: str, weight: int) -> None:
     await session.execute(
-        update(AgentKindLoad)
-        .where(AgentKindLoad.agent_id == agent_id, AgentKindLoad.kind == kind)
-        .values(load=AgentKindLoad.load - weight)
+        update(KIND_LOADS)
+        .where(KIND_LOADS.c.agent_id == agent_id, KIND_LOADS.c.kind == kind)
+        .values(load=KIND_LOADS.c.load - weight)
     )
 
 
@@ -273,13 +291,13 @@ async def sync_memberships(
     }
     if reshuffle:
         values["shuffle"] = random.random()
-    await session.execute(
-        update(QueueMember).where(QueueMember.agent_id == row.id).values(**values)
-    )
+    await session.execute(update(MEMBERS).where(MEMBERS.c.agent_id == row.id).values(**values))
 
 
 async def load_agent_state(session: AsyncSession, agent_id: uuid.UUID) -> Any:
-    return (await session.execute(select(*AGENT_STATE_COLUMNS).where(Agent.id == agent_id))).one()
+    return (
+        await session.execute(select(*AGENT_STATE_COLUMNS).where(AGENTS.c.id == agent_id))
+    ).one()
 
 
 async def claim_item(
@@ -292,13 +310,13 @@ async def claim_item(
 ) -> bool:
     """I2: the item gets an owner only if it is still unowned in one of `from_states`."""
     result: Any = await session.execute(
-        update(WorkItem)
-        .where(WorkItem.id == item_id, WorkItem.state.in_(from_states))
+        update(ITEMS)
+        .where(ITEMS.c.id == item_id, ITEMS.c.state.in_(from_states))
         .values(
             state="assigned",
             owner_agent_id=agent_id,
             assigned_at=now,
-            times_routed=WorkItem.times_routed + 1,
+            times_routed=ITEMS.c.times_routed + 1,
         )
     )
     return bool(result.rowcount == 1)
@@ -313,15 +331,15 @@ async def set_item_state(
     **values: Any,
 ) -> bool:
     result: Any = await session.execute(
-        update(WorkItem)
-        .where(WorkItem.id == item_id, WorkItem.state.in_(from_states))
+        update(ITEMS)
+        .where(ITEMS.c.id == item_id, ITEMS.c.state.in_(from_states))
         .values(state=to_state, **values)
     )
     return bool(result.rowcount == 1)
 
 
 async def insert_offer(session: AsyncSession, values: dict[str, Any]) -> None:
-    await session.execute(insert(Offer).values(**values))
+    await session.execute(insert(OFFERS).values(**values))
 
 
 async def set_offer_status(
@@ -333,52 +351,54 @@ async def set_offer_status(
     agent_id: uuid.UUID | None = None,
 ) -> Any | None:
     """pending -> to_status, once. Returns the offer row, or None if it was no longer pending."""
-    conditions = [Offer.id == offer_id, Offer.status == "pending"]
+    conditions = [OFFERS.c.id == offer_id, OFFERS.c.status == "pending"]
     if agent_id is not None:
-        conditions.append(Offer.agent_id == agent_id)
+        conditions.append(OFFERS.c.agent_id == agent_id)
     stmt = (
-        update(Offer)
+        update(OFFERS)
         .where(*conditions)
         .values(status=to_status, responded_at=now)
-        .returning(Offer.id, Offer.item_id, Offer.agent_id, Offer.weight)
+        .returning(OFFERS.c.id, OFFERS.c.item_id, OFFERS.c.agent_id, OFFERS.c.weight)
     )
     return (await session.execute(stmt)).first()
 
 
 async def offer_item_id(session: AsyncSession, offer_id: uuid.UUID) -> uuid.UUID | None:
-    return await session.scalar(select(Offer.item_id).where(Offer.id == offer_id))
+    return await session.scalar(select(OFFERS.c.item_id).where(OFFERS.c.id == offer_id))
 
 
 async def lock_item(session: AsyncSession, item_id: uuid.UUID) -> None:
     """Row lock on PostgreSQL (SQLite's single writer already serialises)."""
-    await session.execute(select(WorkItem.id).where(WorkItem.id == item_id).with_for_update())
+    await session.execute(select(ITEMS.c.id).where(ITEMS.c.id == item_id).with_for_update())
 
 
 async def lock_items_offered_to(session: AsyncSession, agent_id: uuid.UUID) -> None:
     """Before an agent's own row changes: lock the items it holds offers for (in id order), so
     this path takes locks item-first like accept/decline do and cannot deadlock with them."""
     await session.execute(
-        select(WorkItem.id)
+        select(ITEMS.c.id)
         .where(
-            WorkItem.id.in_(
-                select(Offer.item_id).where(Offer.agent_id == agent_id, Offer.status == "pending")
+            ITEMS.c.id.in_(
+                select(OFFERS.c.item_id).where(
+                    OFFERS.c.agent_id == agent_id, OFFERS.c.status == "pending"
+                )
             )
         )
-        .order_by(WorkItem.id)
+        .order_by(ITEMS.c.id)
         .with_for_update()
     )
 
 
 async def pending_offers_for_item(session: AsyncSession, item_id: uuid.UUID) -> list[Any]:
-    stmt = select(Offer.id, Offer.agent_id, Offer.weight).where(
-        Offer.item_id == item_id, Offer.status == "pending"
+    stmt = select(OFFERS.c.id, OFFERS.c.agent_id, OFFERS.c.weight).where(
+        OFFERS.c.item_id == item_id, OFFERS.c.status == "pending"
     )
     return list((await session.execute(stmt)).all())
 
 
 async def pending_offers_for_agent(session: AsyncSession, agent_id: uuid.UUID) -> list[Any]:
-    stmt = select(Offer.id, Offer.item_id, Offer.weight).where(
-        Offer.agent_id == agent_id, Offer.status == "pending"
+    stmt = select(OFFERS.c.id, OFFERS.c.item_id, OFFERS.c.weight).where(
+        OFFERS.c.agent_id == agent_id, OFFERS.c.status == "pending"
     )
     return list((await session.execute(stmt)).all())
 
@@ -386,31 +406,29 @@ async def pending_offers_for_agent(session: AsyncSession, agent_id: uuid.UUID) -
 async def next_backlog_item(session: AsyncSession, agent_id: uuid.UUID, spare: int) -> Any | None:
     """The best waiting item (priority, then age) in any queue the agent belongs to."""
     stmt = (
-        select(WorkItem.id, WorkItem.queue_id)
-        .join(QueueMember, QueueMember.queue_id == WorkItem.queue_id)
+        select(ITEMS.c.id, ITEMS.c.queue_id)
+        .join(MEMBERS, MEMBERS.c.queue_id == ITEMS.c.queue_id)
         .where(
-            QueueMember.agent_id == agent_id,
-            WorkItem.state == "waiting",
-            WorkItem.weight <= spare,
+            MEMBERS.c.agent_id == agent_id,
+            ITEMS.c.state == "waiting",
+            ITEMS.c.weight <= spare,
             ~exists().where(
-                Offer.item_id == WorkItem.id,
-                Offer.agent_id == agent_id,
-                Offer.status.in_(EXCLUDING_OFFER_STATUSES),
+                OFFERS.c.item_id == ITEMS.c.id,
+                OFFERS.c.agent_id == agent_id,
+                OFFERS.c.status.in_(EXCLUDING_OFFER_STATUSES),
             ),
         )
-        .order_by(WorkItem.priority.desc(), WorkItem.enqueued_at, WorkItem.id)
+        .order_by(ITEMS.c.priority.desc(), ITEMS.c.enqueued_at, ITEMS.c.id)
         .limit(1)
         # Item before agent, like every other path; an item another transaction is placing is
         # skipped rather than waited for (PostgreSQL; SQLite's single writer needs neither).
-        .with_for_update(skip_locked=True, of=WorkItem)
+        .with_for_update(skip_locked=True, of=ITEMS)
     )
     return (await session.execute(stmt)).first()
 
 
 async def open_items_of_agent(session: AsyncSession, agent_id: uuid.UUID) -> list[Any]:
-    stmt = select(WorkItem.id).where(
-        WorkItem.owner_agent_id == agent_id, WorkItem.state == "assigned"
-    )
+    stmt = select(ITEMS.c.id).where(ITEMS.c.owner_agent_id == agent_id, ITEMS.c.state == "assigned")
     return list((await session.execute(stmt)).scalars())
 
 
@@ -418,20 +436,75 @@ async def get_queue(session: AsyncSession, queue_id: uuid.UUID) -> Queue | None:
     return await session.get(Queue, queue_id)
 
 
-async def queue_for_kind(session: AsyncSession, kind: str) -> Queue | None:
+@dataclass(frozen=True, slots=True)
+class QueueRules:
+    """What the engine needs of a queue, detached from any session (safe to cache)."""
+
+    id: uuid.UUID
+    name: str
+    work_kinds: tuple[str, ...]
+    strategy: str
+    scorer: str | None
+    offer_mode: str
+    offer_timeout_seconds: int
+    broadcast_size: int
+    first_response_seconds: int | None
+    priority: int
+    is_active: bool
+
+    @classmethod
+    def of(cls, queue: Queue) -> QueueRules:
+        return cls(
+            id=queue.id, name=queue.name, work_kinds=tuple(queue.work_kinds or ()),
+            strategy=queue.strategy, scorer=queue.scorer, offer_mode=queue.offer_mode,
+            offer_timeout_seconds=queue.offer_timeout_seconds,
+            broadcast_size=queue.broadcast_size,
+            first_response_seconds=queue.first_response_seconds, priority=queue.priority,
+            is_active=queue.is_active,
+        )  # fmt: skip
+
+
+# Queues change rarely and every submission needs them: they are cached per process. A change
+# made here clears the cache on commit; other processes see it within QUEUE_CACHE_SECONDS.
+QUEUE_CACHE_SECONDS = 2.0
+_queue_cache: dict[str, Any] = {"expires": 0.0, "queues": ()}
+
+
+def forget_queues() -> None:
+    _queue_cache["expires"] = 0.0
+
+
+async def active_queues(session: AsyncSession) -> tuple[QueueRules, ...]:
+    now = time.monotonic()
+    if now >= _queue_cache["expires"]:
+        rows = (
+            await session.execute(
+                select(Queue)
+                .where(Queue.is_active.is_(True))
+                .order_by(Queue.priority.desc(), Queue.created_at)
+            )
+        ).scalars()
+        _queue_cache["queues"] = tuple(QueueRules.of(queue) for queue in rows)
+        _queue_cache["expires"] = now + QUEUE_CACHE_SECONDS
+    queues: tuple[QueueRules, ...] = _queue_cache["queues"]
+    return queues
+
+
+async def queue_for_kind(session: AsyncSession, kind: str) -> QueueRules | None:
     """The highest-priority active queue serving `kind` (rules choose queues in the next issue)."""
-    queues = (
-        await session.execute(
-            select(Queue)
-            .where(Queue.is_active.is_(True))
-            .order_by(Queue.priority.desc(), Queue.created_at)
-        )
-    ).scalars()
-    for queue in queues:
-        if kind in (queue.work_kinds or []):
+    for queue in await active_queues(session):
+        if kind in queue.work_kinds:
             return queue
     return None
 
 
+async def queue_rules(session: AsyncSession, queue_id: uuid.UUID) -> QueueRules | None:
+    for rules in await active_queues(session):
+        if rules.id == queue_id:
+            return rules
+    stored = await session.get(Queue, queue_id)
+    return QueueRules.of(stored) if stored is not None else None
+
+
 async def delete_memberships_of_queue(session: AsyncSession, queue_id: uuid.UUID) -> None:
-    await session.execute(delete(QueueMember).where(QueueMember.queue_id == queue_id))
+    await session.execute(delete(MEMBERS).where(MEMBERS.c.queue_id == queue_id))

@@ -18,7 +18,9 @@ from allot.contexts.routing import repository as repo
 from allot.contexts.routing.engine import Moment
 from allot.contexts.routing.models import Agent, Offer, WorkItem
 from allot.contexts.routing.schemas import SubmitResult
+from allot.kernel.db.engine import dialect_insert
 from allot.kernel.errors import Conflict, NotFound, ValidationFailed
+from allot.kernel.ids import new_id
 
 
 async def submit(
@@ -40,30 +42,29 @@ async def submit(
     if weight < 1:
         raise ValidationFailed.on("weight", "Must be at least 1")
     at = Moment.read()
-    queue = (
-        await repo.get_queue(session, queue_id)
-        if queue_id
-        else await repo.queue_for_kind(session, kind)
-    )
+    if queue_id is not None:
+        queue = await repo.queue_rules(session, queue_id)
+    else:
+        queue = await repo.queue_for_kind(session, kind)
     if queue_id is not None and queue is None:
         raise ValidationFailed.on("queue_id", "No such queue", "unknown_queue")
-    existing = await session.scalar(select(WorkItem.id).where(WorkItem.reference == reference))
-    if existing is not None:
-        raise Conflict(detail=f"Work item {reference!r} was already submitted")
     item = WorkItem(
-        reference=reference,
-        kind=kind,
-        attributes=attributes or {},
-        priority=priority,
-        weight=weight,
-        queue_id=queue.id if queue else None,
-        state="waiting",
-        created_at=at.now,
-        enqueued_at=at.now,
-        first_response_due_at=first_response_due_at,
+        id=new_id(), reference=reference, kind=kind, attributes=attributes or {},
+        priority=priority, weight=weight, queue_id=queue.id if queue else None, state="waiting",
+        owner_agent_id=None, created_at=at.now, enqueued_at=at.now, assigned_at=None,
+        first_response_at=None, first_response_due_at=first_response_due_at, closed_at=None,
+        times_routed=0,
+    )  # fmt: skip
+    # One INSERT; a duplicate reference is refused by the unique index, not by a prior SELECT.
+    values = {c.key: getattr(item, c.key) for c in WorkItem.__table__.columns}
+    inserted = await session.execute(
+        dialect_insert(session)(WorkItem)
+        .values(**values)
+        .on_conflict_do_nothing()
+        .returning(WorkItem.id)
     )
-    session.add(item)
-    await session.flush()
+    if inserted.first() is None:
+        raise Conflict(detail=f"Work item {reference!r} was already submitted")
     if queue is None:
         result = await engine.reroute(session, item, at)
     else:
@@ -145,3 +146,31 @@ async def get_offer(session: AsyncSession, offer_id: uuid.UUID) -> Offer:
     if offer is None:
         raise NotFound(detail="No such offer")
     return offer
+
+
+async def pending_offers_of(session: AsyncSession, agent_id: uuid.UUID) -> list[Any]:
+    """The agent's open offers with what each is for, soonest to expire first (one query)."""
+    stmt = (
+        select(
+            Offer.id,
+            Offer.created_at,
+            Offer.expires_at,
+            WorkItem.reference,
+            WorkItem.kind,
+            WorkItem.priority,
+        )
+        .join(WorkItem, WorkItem.id == Offer.item_id)
+        .where(Offer.agent_id == agent_id, Offer.status == "pending")
+        .order_by(Offer.expires_at, Offer.id)
+    )
+    return list((await session.execute(stmt)).all())
+
+
+async def open_items_of(session: AsyncSession, agent_id: uuid.UUID) -> list[WorkItem]:
+    """The items the agent owns and has not finished, newest first (one query)."""
+    stmt = (
+        select(WorkItem)
+        .where(WorkItem.owner_agent_id == agent_id, WorkItem.state == "assigned")
+        .order_by(WorkItem.assigned_at.desc(), WorkItem.id.desc())
+    )
+    return list((await session.execute(stmt)).scalars())

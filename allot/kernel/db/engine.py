@@ -59,6 +59,15 @@ class AllotSession(Session):
     """Sync session class behind our AsyncSessions; carries after-commit hooks in `info`."""
 
 
+def dialect_insert(session: AsyncSession | Session) -> Any:
+    """`insert` of the session's dialect, for ON CONFLICT clauses (PostgreSQL and SQLite)."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    bind = session.bind
+    return pg_insert if bind is not None and bind.dialect.name == "postgresql" else sqlite_insert
+
+
 def on_commit(session: AsyncSession | Session, callback: Callable[[], None]) -> None:
     """Run `callback` after the session's current transaction commits (never on rollback)."""
     sync = session.sync_session if isinstance(session, AsyncSession) else session
