@@ -22,9 +22,10 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.autogenerate.api import AutogenContext
 from alembic.config import Config
+from alembic.operations import ops
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, MetaData, event, inspect
+from sqlalchemy import Column, Connection, Index, MetaData, event, inspect
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -54,9 +55,24 @@ def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | 
     return False
 
 
-def context_options() -> dict[str, Any]:
+def _is_expression_index(index: Index) -> bool:
+    return not all(isinstance(part, Column | str) for part in index.expressions)
+
+
+def _comparable_on_sqlite(
+    obj: Any, _name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """SQLite cannot reflect expression indexes (`text("priority DESC")`), so comparing them
+    reports false drift; they are compared on PostgreSQL."""
+    if type_ != "index":
+        return True
+    defined = compare_to if reflected else obj
+    return defined is None or not _is_expression_index(defined)
+
+
+def context_options(dialect: str) -> dict[str, Any]:
     """Options shared by env.py and the drift check, so both compare the same way."""
-    return {
+    options: dict[str, Any] = {
         "compare_type": True,
         # Batch operations are what SQLite needs for ALTER; on PostgreSQL they run as plain
         # ALTERs. Rendering them always keeps one history valid on both backends.
@@ -64,6 +80,28 @@ def context_options() -> dict[str, Any]:
         "render_item": render_item,
         "version_table": VERSION_TABLE,
     }
+    if dialect == "sqlite":
+        options["include_object"] = _comparable_on_sqlite
+    return options
+
+
+def add_skipped_indexes(upgrade_ops: ops.UpgradeOps, metadata: MetaData) -> None:
+    """Autogenerate against SQLite leaves out expression indexes (`text("priority DESC")`),
+    which SQLite cannot reflect; put them back for the tables a revision creates."""
+    created = [op.table_name for op in upgrade_ops.ops if isinstance(op, ops.CreateTableOp)]
+    for table_name in created:
+        modify = next(
+            (op for op in upgrade_ops.ops
+             if isinstance(op, ops.ModifyTableOps) and op.table_name == table_name),
+            None,
+        )  # fmt: skip
+        if modify is None:
+            modify = ops.ModifyTableOps(table_name, [])
+            upgrade_ops.ops.append(modify)
+        present = {op.index_name for op in modify.ops if isinstance(op, ops.CreateIndexOp)}
+        for index in sorted(metadata.tables[table_name].indexes, key=lambda i: str(i.name)):
+            if index.name not in present:
+                modify.ops.append(ops.CreateIndexOp.from_index(index))
 
 
 def alembic_config() -> Config:
@@ -218,7 +256,7 @@ def compare(url: str, metadata: MetaData) -> list[Any]:
     """Differences between the database's schema and `metadata` (empty when they agree)."""
 
     def work(conn: Connection) -> list[Any]:
-        context = MigrationContext.configure(conn, opts=context_options())
+        context = MigrationContext.configure(conn, opts=context_options(conn.dialect.name))
         return list(compare_metadata(context, metadata))
 
     return _run(url, work)

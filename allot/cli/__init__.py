@@ -1,0 +1,1 @@
+"""Command-line interface: `allot serve`, `migrate`, `users`, `tokens`, `demo`, `check`."""

@@ -1,0 +1,78 @@
+"""`allot serve`: the all-in-one process (API, UI, event dispatcher and timers) under uvicorn.
+
+Before serving, the schema is brought to the newest revision: always on SQLite (a single-process
+install should just work), on PostgreSQL only with `--migrate` (several processes share it, so
+migrating is an operator's decision); otherwise a schema that is behind refuses to start.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from sqlalchemy.engine import make_url
+
+from allot.cli.runtime import apply_migrations, console, fail, load_settings, user_errors
+from allot.kernel import migrations
+
+
+def prepare_schema(url: str, *, migrate_postgres: bool) -> None:
+    """Make sure the schema is at head before serving (see the module docstring)."""
+    state = migrations.status(url)
+    if not state.known:
+        fail(
+            f"the database is at revision {state.current}, which this version of Allot does not "
+            "know (was it migrated by a newer version?)"
+        )
+    if state.unmanaged:
+        fail(
+            "the database has tables but no migration history (made without `allot migrate`?); "
+            "use an empty database"
+        )
+    if state.up_to_date:
+        console.print(f"Database schema up to date (revision {state.current}).")
+        return
+    is_sqlite = make_url(url).get_backend_name() == "sqlite"
+    if not (is_sqlite or migrate_postgres):
+        fail(
+            f"the database schema is at revision {state.current or 'none (empty database)'} but "
+            f"this version needs {state.head}: run `allot migrate` first, or start with "
+            "`allot serve --migrate`"
+        )
+    apply_migrations(url)
+    if state.is_empty:
+        console.print(f"Database schema created at revision {state.head}.")
+    else:
+        console.print(f"Database schema upgraded from {state.current} to {state.head}.")
+
+
+def run_server(*, host: str, port: int, reload: bool, migrate: bool) -> None:
+    settings = load_settings()
+    with user_errors():
+        prepare_schema(settings.resolved_database_url, migrate_postgres=migrate)
+    console.print(f"Allot is serving on http://{host}:{port}/ (Ctrl+C stops it).")
+    uvicorn.run(
+        "allot.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        reload=reload,
+        reload_dirs=[str(Path(__file__).resolve().parents[1])] if reload else None,
+        # Logging is configured by the app (JSON lines, personal data masked), uvicorn's included.
+        log_config=None,
+        proxy_headers=True,
+    )
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    reload: Annotated[bool, typer.Option(help="Restart on code changes (development)")] = False,
+    migrate: Annotated[
+        bool, typer.Option(help="Apply pending migrations on PostgreSQL before serving")
+    ] = False,
+) -> None:
+    """Serve the API and the web UI, with the event dispatcher and timers in-process."""
+    run_server(host=host, port=port, reload=reload, migrate=migrate)
