@@ -28,7 +28,7 @@ from allot.kernel.web.middleware import BodySizeLimitMiddleware, RequestContextM
 from allot.kernel.web.problems import install_problem_handlers
 
 # Order matters only for navigation; dependencies between contexts go through public interfaces.
-CONTEXTS: tuple[str, ...] = ("identity", "audit", "routing")
+CONTEXTS: tuple[str, ...] = ("identity", "audit", "routing", "customers", "leads")
 
 STATIC_DIR = Path(__file__).resolve().parent / "web" / "static"
 

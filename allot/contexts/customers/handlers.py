@@ -1,0 +1,71 @@
+"""The timeline follows the leads context: each of its events about a customer's lead becomes a
+timeline entry (the inbox makes every event count once, however often it is delivered)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allot.kernel.events import Event, subscribe
+from allot.kernel.i18n import N_
+from allot.kernel.logging import get_logger
+
+from . import repository
+from .timeline import add_timeline_entry
+
+log = get_logger(__name__)
+
+LEAD_CREATED = "leads.lead.created"
+LEAD_STATUS_CHANGED = "leads.lead.status_changed"
+LEAD_ASSIGNED = "leads.lead.assigned"
+NOTE_ADDED = "leads.note.added"
+
+# Event type -> (timeline kind, title msgid, payload keys kept as the title's placeholders).
+ENTRIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    LEAD_CREATED: (
+        "lead.created",
+        N_("New lead from %(source)s"),
+        ("source", "status", "assignee_id", "amount_minor", "currency"),
+    ),
+    LEAD_STATUS_CHANGED: (
+        "lead.status_changed",
+        N_("Lead status changed: %(from_status)s → %(to_status)s"),
+        ("from_status", "to_status"),
+    ),
+    LEAD_ASSIGNED: ("lead.assigned", N_("Lead assigned to an agent"), ("agent_id",)),
+    NOTE_ADDED: ("lead.note_added", N_("Note on a lead: %(excerpt)s"), ("note_id", "excerpt")),
+}
+
+
+def _occurred_at(payload: dict[str, Any]) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(payload["occurred_at"]))
+    except (KeyError, ValueError):
+        return None
+
+
+@subscribe("customers.timeline_from_leads", *ENTRIES)
+async def lead_event_to_timeline(session: AsyncSession, event: Event) -> None:
+    payload = event.payload
+    try:
+        customer_id = uuid.UUID(str(payload["customer_id"]))
+    except (KeyError, ValueError):
+        return  # a lead without a customer has no timeline to join
+    if await repository.resolve_merged(session, customer_id) is None:
+        log.warning("lead event for an unknown customer", event_id=str(event.id))
+        return
+    kind, title, keys = ENTRIES[event.type]
+    lead_id = str(payload.get("lead_id") or "")
+    data = {"lead_id": lead_id, **{key: payload.get(key) for key in keys}}
+    await add_timeline_entry(
+        session,
+        customer_id,
+        kind=kind,
+        title=title,
+        reference=f"lead:{lead_id}" if lead_id else None,
+        data=data,
+        occurred_at=_occurred_at(payload),
+    )
