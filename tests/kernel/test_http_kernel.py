@@ -306,3 +306,18 @@ async def test_concurrent_requests_with_one_key_create_once(client, database):
     assert len({r.json()["id"] for r in responses}) == 1
     assert sum(1 for r in responses if "idempotent-replayed" in r.headers) == 4
     assert await _count(database) == 1
+
+
+async def test_an_unexpected_error_is_a_500_problem_with_the_request_id(app, client):
+    router = api_router("/_boom", "test")
+
+    @router.get("")
+    async def boom() -> dict[str, str]:
+        raise RuntimeError("bug")
+
+    app.include_router(router)
+    response = await client.get("/api/v1/_boom", headers={"X-Request-Id": "req-500"})
+    assert response.status_code == 500
+    assert response.headers["x-request-id"] == "req-500"
+    assert response.json()["type"] == "urn:allot:problem:internal-error"
+    assert "bug" not in response.text  # internals stay in the log

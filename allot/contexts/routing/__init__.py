@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from allot.kernel.auth import define_permission
+from allot.kernel.i18n import N_
 from allot.kernel.web.nav import NavItem, register_nav
 
 from . import events
@@ -36,10 +37,10 @@ ROUTING_WORK = define_permission(
 
 def install(app: Any) -> None:
     register_nav(
-        NavItem(key="inbox", label="My inbox", href="/inbox", permission=ROUTING_WORK, order=20)
+        NavItem(key="inbox", label=N_("My inbox"), href="/inbox", permission=ROUTING_WORK, order=20)
     )
     register_nav(
-        NavItem(key="board", label="Board", href="/board", permission=ROUTING_READ, order=30)
+        NavItem(key="board", label=N_("Board"), href="/board", permission=ROUTING_READ, order=30)
     )
     register_nav(
         NavItem(

@@ -57,8 +57,28 @@ class RequestContextMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        started_response = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started_response
+            if message["type"] == "http.response.start":
+                started_response = True
+            await send_with_id(message)
+
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            # Render the 500 here, inside the request's context, so it carries the request id
+            # (header and page) like every other response; Starlette's outermost handler would
+            # run after the context is gone.
+            if started_response:
+                raise
+            from starlette.requests import Request
+
+            from allot.kernel.web.problems import handle_unexpected
+
+            response = await handle_unexpected(Request(scope, receive), exc)
+            await response(scope, receive, tracking_send)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
