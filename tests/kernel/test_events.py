@@ -197,3 +197,18 @@ async def test_the_background_loop_dispatches_soon_after_commit(database):
         await asyncio.wait_for(done.wait(), timeout=5)
     finally:
         await dispatcher.stop()
+
+
+async def test_a_non_durable_consumer_keeps_no_inbox_rows(database):
+    seen = []
+    consumers = ConsumerRegistry()
+
+    @consumers.subscribe("test.refresh_screen", "test.thing.happened", durable=False)
+    async def refresh(session, event):
+        seen.append(event.id)
+
+    await _publish(database)
+    await Dispatcher(database, consumers).drain()
+    assert len(seen) == 1
+    async with database.reader() as session:
+        assert await session.scalar(select(func.count()).select_from(InboxEntry)) == 0

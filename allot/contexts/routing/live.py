@@ -65,7 +65,7 @@ async def agents_concerned(session: AsyncSession, event: Event) -> set[uuid.UUID
     return {agent_id} if agent_id else set()
 
 
-@subscribe("routing.live_updates", *events.ALL)
+@subscribe("routing.live_updates", *events.ALL, durable=False)
 async def publish_live_updates(session: AsyncSession, event: Event) -> None:
     """Tell open inboxes and boards that something they show changed."""
     hub = _hub

@@ -180,7 +180,7 @@ class Dispatcher:
         """Apply one event for one consumer, at most once. Returns False if it was a repeat."""
         with context.bound(correlation_id=event.correlation_id):
             async with self.database.transaction() as session:
-                if not await mark_applied(session, consumer.name, event.id):
+                if consumer.durable and not await mark_applied(session, consumer.name, event.id):
                     return False
                 await consumer.handler(session, event)
                 return True

@@ -21,13 +21,18 @@ class Consumer:
     name: str
     event_types: frozenset[str]
     handler: Handler
+    # False for effects that are harmless to repeat (live UI refreshes): no inbox row is kept,
+    # which saves a write per event. Anything that changes state must stay durable.
+    durable: bool = True
 
 
 class ConsumerRegistry:
     def __init__(self) -> None:
         self._consumers: dict[str, Consumer] = {}
 
-    def subscribe(self, name: str, *event_types: str) -> Callable[[Handler], Handler]:
+    def subscribe(
+        self, name: str, *event_types: str, durable: bool = True
+    ) -> Callable[[Handler], Handler]:
         if not event_types:
             raise ValueError("A consumer needs at least one event type")
 
@@ -35,7 +40,7 @@ class ConsumerRegistry:
             existing = self._consumers.get(name)
             if existing is not None and existing.handler is not handler:
                 raise ValueError(f"Consumer name {name!r} is already taken")
-            self._consumers[name] = Consumer(name, frozenset(event_types), handler)
+            self._consumers[name] = Consumer(name, frozenset(event_types), handler, durable)
             return handler
 
         return decorator
