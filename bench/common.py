@@ -15,7 +15,9 @@ from allot.app import load_contexts
 from allot.kernel.db.base import Base
 from allot.kernel.db.engine import Database
 
-PG_ADMIN = os.environ.get("ALLOT_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN = os.environ.get(
+    "ALLOT_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def machine() -> str:
@@ -35,7 +37,9 @@ def machine() -> str:
         pass
     sqlite = subprocess.run(
         ["python3", "-c", "import sqlite3; print(sqlite3.sqlite_version)"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout.strip()
     return (
         f"{os.cpu_count()} cores ({cpu}){memory}; Python {platform.python_version()}; "

@@ -20,6 +20,8 @@ from pathlib import Path
 from sqlalchemy import update
 
 from allot.contexts.routing import agent_service, queue_service, service
+from allot.contexts.routing import repository as repo
+from allot.contexts.routing.engine import Moment
 from allot.contexts.routing.models import Agent
 from allot.contexts.routing.schemas import AgentCreate, QueueCreate
 from bench.common import fresh_database, machine, percentiles
@@ -42,8 +44,9 @@ async def run(backend: str) -> None:
         async with database.transaction() as session:
             await agent_service.create_agent(
                 session,
-                AgentCreate(name=f"Менеджер {n}", capacity=10, skills=["loans"],
-                            status="available"),
+                AgentCreate(
+                    name=f"Менеджер {n}", capacity=10, skills=["loans"], status="available"
+                ),
             )
     print(f"  set-up: {AGENTS} agents in {time.perf_counter() - started:.1f} s")
 
@@ -52,8 +55,9 @@ async def run(backend: str) -> None:
     for n in range(SAMPLES):
         async with database.transaction() as session:
             t0 = time.perf_counter()
-            result = await service.submit(session, reference=f"in:{n}", kind="lead",
-                                          priority=rng.randint(0, 3))
+            result = await service.submit(
+                session, reference=f"in:{n}", kind="lead", priority=rng.randint(0, 3)
+            )
             t1 = time.perf_counter()
         t2 = time.perf_counter()
         assert result.state == "assigned"
@@ -64,19 +68,17 @@ async def run(backend: str) -> None:
     # Fill every agent, then queue 10,000 waiting items.
     async with database.transaction() as session:
         await session.execute(update(Agent).values(capacity=Agent.load))
-        agents = [a for a in (await agent_service.list_agents(session))]
-        for agent in agents:
-            from allot.contexts.routing import repository as repo
-            from allot.contexts.routing.engine import Moment
-
-            at = Moment.read()
-            await repo.sync_memberships(session, await repo.load_agent_state(session, agent.id),
-                                        at.today, at.month)
+        at = Moment.read()
+        for agent in await agent_service.list_agents(session):
+            await repo.sync_memberships(
+                session, await repo.load_agent_state(session, agent.id), at.today, at.month
+            )
     started = time.perf_counter()
     for n in range(WAITING):
         async with database.transaction() as session:
-            result = await service.submit(session, reference=f"w:{n}", kind="lead",
-                                          priority=rng.randint(0, 3))
+            result = await service.submit(
+                session, reference=f"w:{n}", kind="lead", priority=rng.randint(0, 3)
+            )
         assert result.state == "waiting"
     print(f"  set-up: {WAITING} waiting items in {time.perf_counter() - started:.1f} s")
 

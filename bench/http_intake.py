@@ -1,0 +1,199 @@
+"""HTTP intake + assignment: leads placed per second through `POST /api/v1/leads`.
+
+Starts a real `allot serve` process (uvicorn, in-process events and timers) on SQLite or
+PostgreSQL, creates a queue and agents through the API, then posts leads from this process with
+1, 8 and 32 concurrent clients. A lead counts as placed when the answer is 201 AND it carries an
+`assignee_id` (assigned, not merely accepted). With `--preload N`, N leads are stored first
+(bulk-inserted, see bench/seed.py) to show whether intake stays flat as tables grow.
+
+Usage: python -m bench.http_intake [--backend sqlite|postgresql] [--leads 3000]
+       [--clients 1,8,32] [--preload 200000]
+Baseline to beat (issue): the best open-source Python CRM here takes ~110 leads/s with 8 clients
+without assigning anyone, ~30/s with 200k leads stored; the target is 10x that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from bench.common import PG_ADMIN, machine, percentiles
+
+BASELINE = {"empty": 110.0, "preloaded": 30.0}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "allot", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+async def prepare_database(backend: str, workdir: Path) -> str:
+    if backend == "sqlite":
+        return f"sqlite+aiosqlite:///{workdir / 'bench.sqlite3'}"
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    admin = create_async_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text('DROP DATABASE IF EXISTS "allot_bench_http" WITH (FORCE)'))
+        await conn.execute(text('CREATE DATABASE "allot_bench_http"'))
+    await admin.dispose()
+    return PG_ADMIN.rsplit("/", 1)[0] + "/allot_bench_http"
+
+
+async def post_leads(base: str, token: str, count: int, clients: int, tag: str) -> dict[str, float]:
+    latencies: list[float] = []
+    placed = failed = 0
+    numbers = iter(range(count))
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def client_loop(http: httpx.AsyncClient) -> None:
+        nonlocal placed, failed
+        for n in numbers:
+            body = {
+                "source": "bench",
+                "external_id": f"{tag}-{n}",
+                "customer": {"name": f"Клиент {n}", "phone": f"+7912{n % 10_000_000:07d}"},
+                "priority": n % 3,
+            }
+            started = time.perf_counter()
+            response = await http.post("/api/v1/leads", json=body, headers=headers)
+            latencies.append((time.perf_counter() - started) * 1000)
+            if response.status_code == 201 and response.json().get("assignee_id"):
+                placed += 1
+            else:
+                failed += 1
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop(http) for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    return {
+        "placed_per_s": placed / elapsed,
+        "placed": placed,
+        "failed": failed,
+        **percentiles(latencies),
+    }
+
+
+async def run(args: argparse.Namespace) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="allot-bench-"))
+    url = await prepare_database(args.backend, workdir)
+    env = {
+        **os.environ,
+        "ALLOT_DATABASE_URL": url,
+        "ALLOT_DATA_DIR": str(workdir),
+        "ALLOT_LOG_LEVEL": "WARNING",
+        "ALLOT_SECRET_KEY": "bench-secret-key-0123456789",
+    }
+    cli(env, "migrate", "upgrade", "head")
+    cli(
+        env,
+        "users",
+        "create",
+        "--email",
+        "bench@allot.local",
+        "--password",
+        "bench-password-123",
+        "--role",
+        "admin",
+    )
+    token = cli(env, "tokens", "create", "--email", "bench@allot.local")
+    if args.preload:
+        from bench.seed import preload_leads
+
+        started = time.perf_counter()
+        await preload_leads(url, args.preload)
+        print(f"  preloaded {args.preload} leads in {time.perf_counter() - started:.0f} s")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "allot", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+            for _ in range(100):
+                try:
+                    if (await http.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.2)
+            headers = {"Authorization": f"Bearer {token}"}
+            queue = {
+                "name": "Займы",
+                "work_kinds": ["lead"],
+                "member_expression": '"loans" in skills',
+            }
+            (await http.post("/api/v1/queues", json=queue, headers=headers)).raise_for_status()
+            for n in range(args.agents):
+                agent = {
+                    "name": f"Менеджер {n}",
+                    "email": f"m{n}@allot.local",
+                    "capacity": 1_000_000,
+                    "skills": ["loans"],
+                }
+                created = (await http.post("/api/v1/agents", json=agent, headers=headers)).json()
+                await http.put(
+                    f"/api/v1/agents/{created['id']}/status",
+                    json={"status": "available"},
+                    headers=headers,
+                )
+        state = "preloaded" if args.preload else "empty"
+        for clients in args.clients:
+            result = await post_leads(base, token, args.leads, clients, uuid.uuid4().hex[:8])
+            ratio = result["placed_per_s"] / BASELINE[state]
+            print(
+                f"  {args.backend}, {clients:>2} clients, {state} ({args.preload} stored): "
+                f"{result['placed_per_s']:.0f} leads placed/s ({ratio:.1f}x baseline "
+                f"{BASELINE[state]:.0f}/s), p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms,"
+                f" {result['failed']:.0f} not placed"
+            )
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--leads", type=int, default=3000)
+    parser.add_argument("--agents", type=int, default=20)
+    parser.add_argument(
+        "--clients", type=lambda v: [int(x) for x in v.split(",")], default=[1, 8, 32]
+    )
+    parser.add_argument("--preload", type=int, default=0)
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
