@@ -1,0 +1,63 @@
+"""Reactions to other contexts' events: routing's assignments, customers' merges and erasures.
+
+Both are idempotent twice over: the inbox drops a repeated delivery, and the effect itself is a
+no-op when the lead already shows it (an intake that set the same assignee, a merge applied)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allot.contexts import customers, routing
+from allot.kernel.events import Event, subscribe
+
+from . import service
+
+LEAD_REFERENCE_PREFIX = "lead:"
+
+
+def _lead_id(reference: str) -> uuid.UUID | None:
+    if not reference.startswith(LEAD_REFERENCE_PREFIX):
+        return None
+    try:
+        return uuid.UUID(reference[len(LEAD_REFERENCE_PREFIX) :])
+    except ValueError:
+        return None
+
+
+@subscribe(
+    "leads.on_routing_assignment", routing.events.ITEM_ASSIGNED, routing.events.ITEM_UNASSIGNED
+)
+async def on_routing_assignment(session: AsyncSession, event: Event) -> None:
+    payload = event.payload
+    lead_id = _lead_id(str(payload.get("reference") or ""))
+    if payload.get("kind") != "lead" or lead_id is None or not payload.get("agent_id"):
+        return
+    assigned = event.type == routing.events.ITEM_ASSIGNED
+    occurred = payload.get("occurred_at")
+    at = datetime.fromisoformat(occurred) if occurred else event.created_at
+    assert at is not None
+    await service.follow_routing(
+        session,
+        lead_id,
+        agent_id=uuid.UUID(str(payload["agent_id"])),
+        assigned=assigned,
+        at=at,
+        reason=payload.get("via") if assigned else payload.get("reason"),
+    )
+
+
+@subscribe("leads.on_customer_merged", customers.events.CUSTOMER_MERGED)
+async def on_customer_merged(session: AsyncSession, event: Event) -> None:
+    await service.follow_customer_merge(
+        session,
+        uuid.UUID(str(event.payload["from_id"])),
+        uuid.UUID(str(event.payload["into_id"])),
+    )
+
+
+@subscribe("leads.on_customer_erased", customers.events.CUSTOMER_ERASED)
+async def on_customer_erased(session: AsyncSession, event: Event) -> None:
+    await service.forget_customer_contacts(session, uuid.UUID(str(event.payload["customer_id"])))
