@@ -42,7 +42,7 @@ def scratch_postgres_database(purpose: str) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for this xdist worker, dropped afterwards."""
     _require_postgres()
     worker = re.sub(r"[^a-z0-9_]", "_", os.environ.get("PYTEST_XDIST_WORKER", "main").lower())
-    name = f"allot_{purpose}_{worker}"
+    name = f"allot_{purpose}_{worker}_{os.getpid()}"
     asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     try:
@@ -72,6 +72,27 @@ def table_names(url: str) -> set[str]:
     return asyncio.run(read())
 
 
+def assert_audit_trail_is_append_only(url: str) -> None:
+    """The migrated schema carries the same guard triggers as metadata.create_all does."""
+
+    async def trigger_names() -> set[str]:
+        engine = create_async_engine(url)
+        query = (
+            "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+            if url.startswith("sqlite")
+            else "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"
+        )
+        try:
+            async with engine.connect() as conn:
+                return set((await conn.execute(text(query))).scalars())
+        finally:
+            await engine.dispose()
+
+    assert {"audit_entries_no_delete", "audit_entries_frozen_columns"} <= asyncio.run(
+        trigger_names()
+    )
+
+
 # SQLite cannot reflect expression indexes; the PostgreSQL variant compares them.
 SQLITE_SKIPS_EXPRESSION_INDEXES = pytest.mark.filterwarnings(
     "ignore:autogenerate skipping metadata-specified expression-based index:UserWarning"
@@ -88,6 +109,7 @@ def test_migrations_build_the_models_schema_and_come_apart_cleanly(
 
     migrations.upgrade(url)
     assert migrations.current(url) == head
+    assert_audit_trail_is_append_only(url)
     drift = migrations.compare(url, target_metadata())
     assert drift == [], (
         f'Models and migrations differ; write a revision with `./dev makemigration "..."`:\n{drift}'

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: -
-Create Date: 2026-11-21 07:17:17.154140
+Create Date: 2026-11-21 08:04:50.975153
 
 """
 
@@ -16,6 +16,29 @@ revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+
+_FROZEN = (
+    "id, occurred_at, actor_kind, actor_id, action, object_type, object_id, changed_fields, "
+    "personal_fields, request_id, correlation_id"
+)
+AUDIT_GUARD = {
+    "sqlite": [
+        "CREATE TRIGGER audit_entries_no_delete BEFORE DELETE ON audit_entries "
+        "BEGIN SELECT RAISE(ABORT, 'audit_entries is append-only'); END",
+        f"CREATE TRIGGER audit_entries_frozen_columns BEFORE UPDATE OF {_FROZEN} "
+        "ON audit_entries BEGIN SELECT RAISE(ABORT, 'audit_entries is append-only'); END",
+    ],
+    "postgresql": [
+        "CREATE OR REPLACE FUNCTION audit_entries_append_only() RETURNS trigger "
+        "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit_entries is append-only' "
+        "USING ERRCODE = 'insufficient_privilege'; END $$",
+        "CREATE TRIGGER audit_entries_no_delete BEFORE DELETE ON audit_entries "
+        "FOR EACH ROW EXECUTE FUNCTION audit_entries_append_only()",
+        f"CREATE TRIGGER audit_entries_frozen_columns BEFORE UPDATE OF {_FROZEN} "
+        "ON audit_entries FOR EACH ROW EXECUTE FUNCTION audit_entries_append_only()",
+    ],
+}
 
 
 def upgrade() -> None:
@@ -56,6 +79,38 @@ def upgrade() -> None:
             "ix_audit_entries_object", ["object_type", "object_id", "id"], unique=False
         )
         batch_op.create_index("ix_audit_entries_occurred_at", ["occurred_at"], unique=False)
+
+    # The audit trail is append-only in the database too (allot/contexts/audit/models.py keeps
+    # the same statements for metadata.create_all); TRUNCATE stays possible for test isolation.
+    for statement in AUDIT_GUARD[op.get_bind().dialect.name]:
+        op.execute(statement)
+
+    op.create_table(
+        "customers_customers",
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("name", sa.String(length=300), nullable=True),
+        sa.Column("search_name", sa.String(length=300), nullable=True),
+        sa.Column("source", sa.String(length=100), nullable=False),
+        sa.Column("consent", sa.Boolean(), nullable=True),
+        sa.Column("consent_source", sa.String(length=100), nullable=True),
+        sa.Column("consent_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("merged_into_id", sa.Uuid(), nullable=True),
+        sa.Column("merged_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("erased_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["merged_into_id"],
+            ["customers_customers.id"],
+            name=op.f("fk_customers_customers_merged_into_id_customers_customers"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_customers_customers")),
+    )
+    with op.batch_alter_table("customers_customers", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_customers_customers_merged_into_id"), ["merged_into_id"], unique=False
+        )
 
     op.create_table(
         "identity_teams",
@@ -163,6 +218,59 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "leads_leads",
+        sa.Column("source", sa.String(length=64), nullable=False),
+        sa.Column("external_id", sa.String(length=255), nullable=True),
+        sa.Column("customer_id", sa.Uuid(), nullable=False),
+        sa.Column("status", sa.String(length=64), nullable=False),
+        sa.Column("priority", sa.Integer(), nullable=False),
+        sa.Column(
+            "attributes", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
+        ),
+        sa.Column("amount_minor", sa.BigInteger(), nullable=True),
+        sa.Column("currency", sa.String(length=3), nullable=True),
+        sa.Column("term_months", sa.Integer(), nullable=True),
+        sa.Column("assignee_id", sa.Uuid(), nullable=True),
+        sa.Column("assignee_changed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("first_response_due_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("first_responded_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("lost_reason", sa.String(length=32), nullable=True),
+        sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("search_text", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_leads_leads")),
+        sa.UniqueConstraint(
+            "source", "external_id", name=op.f("uq_leads_leads_source_external_id")
+        ),
+    )
+    with op.batch_alter_table("leads_leads", schema=None) as batch_op:
+        batch_op.create_index("ix_leads_leads_assignee_id", ["assignee_id", "id"], unique=False)
+        batch_op.create_index("ix_leads_leads_created_at", ["created_at"], unique=False)
+        batch_op.create_index("ix_leads_leads_customer", ["customer_id"], unique=False)
+        batch_op.create_index("ix_leads_leads_source_id", ["source", "id"], unique=False)
+        batch_op.create_index("ix_leads_leads_status_id", ["status", "id"], unique=False)
+
+    op.create_table(
+        "leads_sla_policies",
+        sa.Column("source", sa.String(length=64), nullable=False),
+        sa.Column("first_response_seconds", sa.Integer(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("source", name=op.f("pk_leads_sla_policies")),
+    )
+    op.create_table(
+        "leads_statuses",
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("label_ru", sa.String(length=100), nullable=False),
+        sa.Column("label_en", sa.String(length=100), nullable=False),
+        sa.Column("position", sa.Integer(), nullable=False),
+        sa.Column("is_initial", sa.Boolean(), nullable=False),
+        sa.Column("is_terminal", sa.Boolean(), nullable=False),
+        sa.Column("is_won", sa.Boolean(), nullable=False),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_leads_statuses")),
+    )
+    op.create_table(
         "routing_agent_kind_loads",
         sa.Column("agent_id", sa.Uuid(), nullable=False),
         sa.Column("kind", sa.String(length=64), nullable=False),
@@ -262,6 +370,7 @@ def upgrade() -> None:
         sa.Column("last_assigned_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("idle_since", sa.DateTime(timezone=True), nullable=False),
         sa.Column("shuffle", sa.Float(), nullable=False),
+        sa.Column("kind_capped", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("queue_id", "agent_id", name=op.f("pk_routing_queue_members")),
     )
     with op.batch_alter_table("routing_queue_members", schema=None) as batch_op:
@@ -350,6 +459,70 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "customers_contacts",
+        sa.Column("customer_id", sa.Uuid(), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("value", sa.String(length=320), nullable=False),
+        sa.Column("source", sa.String(length=100), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["customer_id"],
+            ["customers_customers.id"],
+            name=op.f("fk_customers_contacts_customer_id_customers_customers"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_customers_contacts")),
+        sa.UniqueConstraint("kind", "value", name=op.f("uq_customers_contacts_kind_value")),
+    )
+    with op.batch_alter_table("customers_contacts", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_customers_contacts_customer_id"), ["customer_id"], unique=False
+        )
+
+    op.create_table(
+        "customers_external_ids",
+        sa.Column("customer_id", sa.Uuid(), nullable=False),
+        sa.Column("source", sa.String(length=100), nullable=False),
+        sa.Column("external_id", sa.String(length=255), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["customer_id"],
+            ["customers_customers.id"],
+            name=op.f("fk_customers_external_ids_customer_id_customers_customers"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_customers_external_ids")),
+        sa.UniqueConstraint(
+            "source", "external_id", name=op.f("uq_customers_external_ids_source_external_id")
+        ),
+    )
+    with op.batch_alter_table("customers_external_ids", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_customers_external_ids_customer_id"), ["customer_id"], unique=False
+        )
+
+    op.create_table(
+        "customers_timeline",
+        sa.Column("customer_id", sa.Uuid(), nullable=False),
+        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("kind", sa.String(length=100), nullable=False),
+        sa.Column("title", sa.Text(), nullable=False),
+        sa.Column("reference", sa.String(length=255), nullable=True),
+        sa.Column("data", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["customer_id"],
+            ["customers_customers.id"],
+            name=op.f("fk_customers_timeline_customer_id_customers_customers"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_customers_timeline")),
+    )
+    with op.batch_alter_table("customers_timeline", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_customers_timeline_customer", ["customer_id", "occurred_at", "id"], unique=False
+        )
+
+    op.create_table(
         "identity_sessions",
         sa.Column("user_id", sa.Uuid(), nullable=False),
         sa.Column("token_hash", sa.String(length=64), nullable=False),
@@ -432,11 +605,54 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("user_id", "role", name=op.f("pk_identity_user_roles")),
     )
+    op.create_table(
+        "leads_activities",
+        sa.Column("lead_id", sa.Uuid(), nullable=False),
+        sa.Column("kind", sa.String(length=24), nullable=False),
+        sa.Column("from_status", sa.String(length=64), nullable=True),
+        sa.Column("to_status", sa.String(length=64), nullable=True),
+        sa.Column("agent_id", sa.Uuid(), nullable=True),
+        sa.Column("reason", sa.String(length=64), nullable=True),
+        sa.Column("body", sa.Text(), nullable=True),
+        sa.Column("actor_kind", sa.String(length=16), nullable=False),
+        sa.Column("actor_id", sa.Uuid(), nullable=True),
+        sa.Column("actor_label", sa.String(length=255), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["lead_id"], ["leads_leads.id"], name=op.f("fk_leads_activities_lead_id_leads_leads")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_leads_activities")),
+    )
+    with op.batch_alter_table("leads_activities", schema=None) as batch_op:
+        batch_op.create_index("ix_leads_activities_lead", ["lead_id", "id"], unique=False)
+
+    op.create_table(
+        "leads_transitions",
+        sa.Column("from_key", sa.String(length=64), nullable=False),
+        sa.Column("to_key", sa.String(length=64), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["from_key"],
+            ["leads_statuses.key"],
+            name=op.f("fk_leads_transitions_from_key_leads_statuses"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["to_key"],
+            ["leads_statuses.key"],
+            name=op.f("fk_leads_transitions_to_key_leads_statuses"),
+        ),
+        sa.PrimaryKeyConstraint("from_key", "to_key", name=op.f("pk_leads_transitions")),
+    )
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    op.drop_table("leads_transitions")
+    with op.batch_alter_table("leads_activities", schema=None) as batch_op:
+        batch_op.drop_index("ix_leads_activities_lead")
+
+    op.drop_table("leads_activities")
     op.drop_table("identity_user_roles")
     with op.batch_alter_table("identity_tokens", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_identity_tokens_user_id"))
@@ -451,6 +667,18 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_identity_sessions_expires_at"))
 
     op.drop_table("identity_sessions")
+    with op.batch_alter_table("customers_timeline", schema=None) as batch_op:
+        batch_op.drop_index("ix_customers_timeline_customer")
+
+    op.drop_table("customers_timeline")
+    with op.batch_alter_table("customers_external_ids", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_customers_external_ids_customer_id"))
+
+    op.drop_table("customers_external_ids")
+    with op.batch_alter_table("customers_contacts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_customers_contacts_customer_id"))
+
+    op.drop_table("customers_contacts")
     with op.batch_alter_table("routing_work_items", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_routing_work_items_owner_agent_id"))
         batch_op.drop_index("ix_routing_items_state")
@@ -484,6 +712,16 @@ def downgrade() -> None:
 
     op.drop_table("routing_agent_leaves")
     op.drop_table("routing_agent_kind_loads")
+    op.drop_table("leads_statuses")
+    op.drop_table("leads_sla_policies")
+    with op.batch_alter_table("leads_leads", schema=None) as batch_op:
+        batch_op.drop_index("ix_leads_leads_status_id")
+        batch_op.drop_index("ix_leads_leads_source_id")
+        batch_op.drop_index("ix_leads_leads_customer")
+        batch_op.drop_index("ix_leads_leads_created_at")
+        batch_op.drop_index("ix_leads_leads_assignee_id")
+
+    op.drop_table("leads_leads")
     with op.batch_alter_table("kernel_timers", schema=None) as batch_op:
         batch_op.drop_index(
             "ix_kernel_timers_due",
@@ -507,10 +745,16 @@ def downgrade() -> None:
     op.drop_table("kernel_idempotency_keys")
     op.drop_table("identity_users")
     op.drop_table("identity_teams")
+    with op.batch_alter_table("customers_customers", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_customers_customers_merged_into_id"))
+
+    op.drop_table("customers_customers")
     with op.batch_alter_table("audit_entries", schema=None) as batch_op:
         batch_op.drop_index("ix_audit_entries_occurred_at")
         batch_op.drop_index("ix_audit_entries_object")
         batch_op.drop_index("ix_audit_entries_actor")
 
     op.drop_table("audit_entries")
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION IF EXISTS audit_entries_append_only()")
     # ### end Alembic commands ###
