@@ -457,6 +457,10 @@ async def unassign(
     owner = item.owner_agent_id
     if item.state != "assigned" or owner is None:
         return RouteResult(item.state, agent_id=owner)
+    # The next owner gets the item's full first-response window again, counted from now: an
+    # already-past deadline would bounce the item through every agent at once.
+    due = item.first_response_due_at
+    fresh_due = at.now + (due - item.created_at) if due is not None else None
     if not await repo.set_item_state(
         session,
         item.id,
@@ -465,9 +469,10 @@ async def unassign(
         owner_agent_id=None,
         assigned_at=None,
         enqueued_at=item.enqueued_at,
+        first_response_due_at=fresh_due,
     ):
         return RouteResult(item.state)
-    item.state, item.owner_agent_id = "waiting", None
+    item.state, item.owner_agent_id, item.first_response_due_at = "waiting", None, fresh_due
     await timers.cancel(session, f"frt:{item.id}")
     if exclude_owner:  # recorded like a decline so the item never returns to this agent
         await repo.insert_offer(

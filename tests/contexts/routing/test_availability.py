@@ -149,3 +149,25 @@ async def test_deactivating_an_agent_reclaims_its_work(database, clock):
     [item] = await items(database)
     assert item.owner_agent_id == boris.id
     await assert_invariants(database)
+
+
+async def test_a_reassigned_item_gets_a_fresh_first_response_window(database, clock):
+    from datetime import timedelta
+
+    from allot.kernel.clock import utcnow
+
+    await make_queue(database)
+    first = await make_agent(database, capacity=1)
+    due = utcnow() + timedelta(seconds=600)
+    await submit(database, reference="lead:window", first_response_due_at=due)
+    second = await make_agent(database, capacity=1)
+    third = await make_agent(database, capacity=1)
+    runner = TimerRunner(database)
+    clock.advance(601)
+    await runner.fire_due()
+    [item] = await items(database)
+    assert item.owner_agent_id in (second.id, third.id)  # taken from the first agent once
+    assert item.first_response_due_at == utcnow() + timedelta(seconds=600)
+    await runner.fire_due()  # nothing else is due: the new owner keeps it
+    assert (await items(database))[0].owner_agent_id == item.owner_agent_id
+    assert first.id != item.owner_agent_id
