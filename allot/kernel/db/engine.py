@@ -2,7 +2,9 @@
 
 SQLite: WAL mode, ONE writer connection whose transactions start with `BEGIN IMMEDIATE` (so two
 writers never deadlock on a lock upgrade; they queue on the pool instead) and a pool of read-only
-connections that never block the writer. PostgreSQL: one asyncpg pool serves both roles.
+connections that never block the writer. The writer runs its statements inline on the event loop
+(`sqlite_inline`: no thread hand-off per statement); the readers use aiosqlite's thread, so a
+long read never stalls the loop. PostgreSQL: one asyncpg pool serves both roles.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session
 
+from allot.kernel.db import sqlite_inline
+
 
 def normalize_url(url: str) -> str:
     """Accept plain `postgresql://` and `sqlite:///` URLs and pick the async drivers."""
@@ -36,6 +40,10 @@ def normalize_url(url: str) -> str:
 
 
 T = TypeVar("T")
+
+# How long a SQLite connection waits for another connection's lock (e.g. a CLI command writing)
+# before failing with "database is locked". The writer waits with asyncio.sleep, off the loop.
+SQLITE_LOCK_TIMEOUT_SECONDS = 10.0
 
 # PostgreSQL: deadlock_detected, serialization_failure. Both mean "nothing was written; run the
 # whole unit of work again", which is always safe because a unit of work commits all or nothing.
@@ -94,8 +102,10 @@ def _sqlite_pragmas(dbapi_connection: Any, *, read_only: bool) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
     if read_only:
+        # Not on the writer: sqlite_inline keeps its busy timeout at 0, since SQLite's busy
+        # handler would sleep on the event loop thread; it waits with asyncio.sleep instead.
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_LOCK_TIMEOUT_SECONDS * 1000:.0f}")
         cursor.execute("PRAGMA query_only=ON")
     cursor.close()
 
@@ -143,8 +153,18 @@ class Database:
         return self.dialect == "sqlite"
 
     def _sqlite_engine(self, *, pool_size: int, read_only: bool, echo: bool) -> AsyncEngine:
+        writer_connect = (
+            None
+            if read_only
+            else sqlite_inline.async_creator(self.url, lock_timeout=SQLITE_LOCK_TIMEOUT_SECONDS)
+        )
         engine = create_async_engine(
-            self.url, pool_size=pool_size, max_overflow=0, pool_timeout=60, echo=echo
+            self.url,
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_timeout=60,
+            echo=echo,
+            async_creator=writer_connect,
         )
 
         @event.listens_for(engine.sync_engine, "connect")
