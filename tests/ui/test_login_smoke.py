@@ -56,5 +56,13 @@ def test_admin_signs_in_adds_a_user_and_switches_to_russian(live_server, chromiu
             expect(page.get_by_role("row", name=re.compile("Maria Ivanova"))).to_contain_text(
                 "Руководитель"
             )
+
+            # The change is in the audit log: who made it, what, and on which object.
+            page.goto(f"{live_server.url}/audit?action=identity.user.created")
+            expect(page.get_by_role("heading", name="Журнал аудита")).to_be_visible()
+            entry = page.get_by_role("row", name=re.compile("identity.user.created")).first
+            expect(entry).to_contain_text(live_server.admin_email)
+            entry.get_by_role("link").click()
+            expect(page.locator("main")).to_contain_text("maria@example.com")
         finally:
             browser.close()
