@@ -8,8 +8,6 @@ raises rolls back and the timer is retried with backoff, then marked `failed` (k
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -28,6 +26,7 @@ from allot.kernel.db.engine import Database, on_commit
 from allot.kernel.events.dispatcher import backoff_seconds
 from allot.kernel.ids import new_id
 from allot.kernel.logging import get_logger
+from allot.kernel.loops import WakeableLoop
 
 log = get_logger(__name__)
 
@@ -133,38 +132,16 @@ class TimerRunner:
         self.database = database
         self.batch_size = batch_size
         self.max_attempts = max_attempts
-        self.idle_poll_seconds = idle_poll_seconds
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._loop = WakeableLoop("allot-timers", self.fire_due, idle_poll_seconds)
 
     def start(self) -> None:
-        _schedule_listeners.append(self._wake.set)
-        self._stopping = False
-        self._task = asyncio.create_task(self._run(), name="allot-timers")
+        _schedule_listeners.append(self._loop.wake)
+        self._loop.start()
 
     async def stop(self) -> None:
-        self._stopping = True
-        if self._wake.set in _schedule_listeners:
-            _schedule_listeners.remove(self._wake.set)
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                fired = await self.fire_due()
-            except Exception:
-                log.exception("timer round failed")
-                fired = 0
-            if fired == 0 and not self._stopping:
-                # Sleep until the next poll; a newly scheduled timer wakes us early. The poll
-                # interval bounds lateness because the clock may be moved by tests or NTP.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.idle_poll_seconds)
-                self._wake.clear()
+        if self._loop.wake in _schedule_listeners:
+            _schedule_listeners.remove(self._loop.wake)
+        await self._loop.stop()
 
     async def fire_due(self) -> int:
         """Fire every timer due now; returns how many fired. Tests call this after moving time."""

@@ -129,14 +129,16 @@ async def _assign_to_best(
     return None
 
 
-async def _assign_to(
+async def _reserve(
     session: AsyncSession,
     item: WorkItem,
-    queue: QueueRules,
     agent_id: uuid.UUID,
     at: Moment,
-    kind_capped: bool | None = None,
+    kind_capped: bool | None,
+    *,
+    counts_as_assignment: bool,
 ) -> bool:
+    """Reserve the item's weight on the agent (I1) and mirror the agent into its queues (I4)."""
     state = await repo.reserve_capacity(
         session,
         agent_id=agent_id,
@@ -145,12 +147,25 @@ async def _assign_to(
         now=at.now,
         today=at.today,
         month=at.month,
-        counts_as_assignment=True,
+        counts_as_assignment=counts_as_assignment,
         kind_capped=kind_capped,
     )
     if state is None:
-        return False  # lost a race for this agent's last slot; the caller tries the next one
+        return False
     await repo.sync_memberships(session, state, at.today, at.month, reshuffle=True)
+    return True
+
+
+async def _assign_to(
+    session: AsyncSession,
+    item: WorkItem,
+    queue: QueueRules,
+    agent_id: uuid.UUID,
+    at: Moment,
+    kind_capped: bool | None = None,
+) -> bool:
+    if not await _reserve(session, item, agent_id, at, kind_capped, counts_as_assignment=True):
+        return False  # lost a race for this agent's last slot; the caller tries the next one
     if not await repo.claim_item(
         session, item_id=item.id, agent_id=agent_id, from_states=("waiting",), now=at.now
     ):
@@ -229,20 +244,8 @@ async def _offer_to(
     at: Moment,
     kind_capped: bool | None = None,
 ) -> uuid.UUID | None:
-    state = await repo.reserve_capacity(
-        session,
-        agent_id=agent_id,
-        weight=item.weight,
-        kind=item.kind,
-        now=at.now,
-        today=at.today,
-        month=at.month,
-        counts_as_assignment=False,
-        kind_capped=kind_capped,
-    )
-    if state is None:
+    if not await _reserve(session, item, agent_id, at, kind_capped, counts_as_assignment=False):
         return None
-    await repo.sync_memberships(session, state, at.today, at.month, reshuffle=True)
     offer_id = new_id()
     expires = at.now + timedelta(seconds=queue.offer_timeout_seconds)
     await repo.insert_offer(

@@ -12,8 +12,6 @@ Guarantees (the broker relay of a later issue keeps the same ones):
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import random
 from datetime import timedelta
 from typing import Any
@@ -30,6 +28,7 @@ from allot.kernel.events.models import InboxEntry, OutboxEvent
 from allot.kernel.events.outbox import Event, add_commit_listener, remove_commit_listener
 from allot.kernel.events.registry import Consumer, ConsumerRegistry, registry
 from allot.kernel.logging import get_logger
+from allot.kernel.loops import WakeableLoop
 
 log = get_logger(__name__)
 
@@ -68,36 +67,16 @@ class Dispatcher:
         self.consumers = consumers
         self.batch_size = batch_size
         self.max_attempts = max_attempts
-        self.idle_poll_seconds = idle_poll_seconds
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._loop = WakeableLoop("allot-event-dispatcher", self.dispatch_batch, idle_poll_seconds)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        add_commit_listener(self._wake.set)
-        self._stopping = False
-        self._task = asyncio.create_task(self._run(), name="allot-event-dispatcher")
+        add_commit_listener(self._loop.wake)
+        self._loop.start()
 
     async def stop(self) -> None:
-        self._stopping = True
-        remove_commit_listener(self._wake.set)
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                handled = await self.dispatch_batch()
-            except Exception:  # the loop must survive a database hiccup
-                log.exception("event dispatch batch failed")
-                handled = 0
-            if handled == 0 and not self._stopping:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.idle_poll_seconds)
-                self._wake.clear()
+        remove_commit_listener(self._loop.wake)
+        await self._loop.stop()
 
     # -- work --------------------------------------------------------------------------------
     async def drain(self, max_rounds: int = 1000) -> int:
