@@ -126,7 +126,11 @@ def create_app(
     app.state.timers = timers
     app.state.secret_key = settings.resolved_secret_key()
     app.state.template_processors = []
-    app.state.readiness_probes = {}
+    app.state.readiness_probes = {
+        name: health.tcp_probe(url)
+        for name, url in (("broker", settings.broker_url), ("redis", settings.redis_url))
+        if url
+    }
 
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)

@@ -321,3 +321,33 @@ async def test_an_unexpected_error_is_a_500_problem_with_the_request_id(app, cli
     assert response.headers["x-request-id"] == "req-500"
     assert response.json()["type"] == "urn:allot:problem:internal-error"
     assert "bug" not in response.text  # internals stay in the log
+
+
+async def test_readiness_checks_a_configured_broker(settings, database):
+    import asyncio
+
+    import httpx
+
+    from allot.app import create_app
+
+    async def accept(reader, writer):
+        writer.close()
+
+    listener = await asyncio.start_server(accept, "127.0.0.1", 0)
+    up_port = listener.sockets[0].getsockname()[1]
+    closed = await asyncio.start_server(accept, "127.0.0.1", 0)
+    down_port = closed.sockets[0].getsockname()[1]
+    closed.close()
+    await closed.wait_closed()
+    try:
+        for port, expected in ((up_port, 200), (down_port, 503)):
+            configured = settings.model_copy(update={"broker_url": f"amqp://127.0.0.1:{port}/"})
+            app = create_app(configured, database, run_background=False)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+                response = await http.get("/readyz")
+            assert response.status_code == expected
+            assert (response.json()["checks"]["broker"] == "ok") == (expected == 200)
+    finally:
+        listener.close()
+        await listener.wait_closed()

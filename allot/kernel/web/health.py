@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -13,6 +15,23 @@ from allot.kernel.events.dispatcher import pending_count
 from allot.kernel.timers import pending_timers
 
 router = APIRouter(include_in_schema=False)
+
+DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671, "redis": 6379, "rediss": 6380}
+
+
+def tcp_probe(url: str) -> Callable[[], Awaitable[None]]:
+    """A readiness probe for a configured service: its port accepts a TCP connection."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = parts.port or DEFAULT_PORTS.get(parts.scheme, 0)
+
+    async def probe() -> None:
+        _reader, writer = await asyncio.open_connection(host, port)
+        writer.close()
+        await writer.wait_closed()
+
+    return probe
+
 
 DB_POOL_CHECKED_OUT = Gauge("allot_db_pool_checked_out", "Database connections in use")
 DB_POOL_SIZE = Gauge("allot_db_pool_size", "Database pool size")
