@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import statistics
 import subprocess
+import time
 from pathlib import Path
 
+import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -74,3 +77,41 @@ async def fresh_database(backend: str, workdir: Path) -> Database:
     async with database.write_engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
     return database
+
+
+async def post_leads(
+    http: httpx.AsyncClient, token: str, count: int, clients: int, tag: str
+) -> dict[str, float]:
+    """POST `count` leads from `clients` concurrent loops; a lead counts as placed only when the
+    answer is 201 with an `assignee_id` (assigned, not merely accepted)."""
+    latencies: list[float] = []
+    placed = failed = 0
+    numbers = iter(range(count))
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def client_loop() -> None:
+        nonlocal placed, failed
+        for n in numbers:
+            body = {
+                "source": "bench",
+                "external_id": f"{tag}-{n}",
+                "customer": {"name": f"Клиент {n}", "phone": f"+7912{n % 10_000_000:07d}"},
+                "priority": n % 3,
+            }
+            started = time.perf_counter()
+            response = await http.post("/api/v1/leads", json=body, headers=headers)
+            latencies.append((time.perf_counter() - started) * 1000)
+            if response.status_code == 201 and response.json().get("assignee_id"):
+                placed += 1
+            else:
+                failed += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client_loop() for _ in range(clients)))
+    elapsed = time.perf_counter() - started
+    return {
+        "placed_per_s": placed / elapsed,
+        "placed": placed,
+        "failed": failed,
+        **percentiles(latencies),
+    }

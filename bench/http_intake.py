@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import PG_ADMIN, machine, percentiles
+from bench.common import PG_ADMIN, machine, post_leads
 
 BASELINE = {"empty": 110.0, "preloaded": 30.0}
 
@@ -62,42 +62,6 @@ async def prepare_database(backend: str, workdir: Path) -> str:
         await conn.execute(text('CREATE DATABASE "allot_bench_http"'))
     await admin.dispose()
     return PG_ADMIN.rsplit("/", 1)[0] + "/allot_bench_http"
-
-
-async def post_leads(base: str, token: str, count: int, clients: int, tag: str) -> dict[str, float]:
-    latencies: list[float] = []
-    placed = failed = 0
-    numbers = iter(range(count))
-    headers = {"Authorization": f"Bearer {token}"}
-
-    async def client_loop(http: httpx.AsyncClient) -> None:
-        nonlocal placed, failed
-        for n in numbers:
-            body = {
-                "source": "bench",
-                "external_id": f"{tag}-{n}",
-                "customer": {"name": f"Клиент {n}", "phone": f"+7912{n % 10_000_000:07d}"},
-                "priority": n % 3,
-            }
-            started = time.perf_counter()
-            response = await http.post("/api/v1/leads", json=body, headers=headers)
-            latencies.append((time.perf_counter() - started) * 1000)
-            if response.status_code == 201 and response.json().get("assignee_id"):
-                placed += 1
-            else:
-                failed += 1
-
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as http:
-        started = time.perf_counter()
-        await asyncio.gather(*(client_loop(http) for _ in range(clients)))
-        elapsed = time.perf_counter() - started
-    return {
-        "placed_per_s": placed / elapsed,
-        "placed": placed,
-        "failed": failed,
-        **percentiles(latencies),
-    }
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -168,7 +132,9 @@ async def run(args: argparse.Namespace) -> None:
                 )
         state = "preloaded" if args.preload else "empty"
         for clients in args.clients:
-            result = await post_leads(base, token, args.leads, clients, uuid.uuid4().hex[:8])
+            limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+            async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as http:
+                result = await post_leads(http, token, args.leads, clients, uuid.uuid4().hex[:8])
             ratio = result["placed_per_s"] / BASELINE[state]
             print(
                 f"  {args.backend}, {clients:>2} clients, {state} ({args.preload} stored): "

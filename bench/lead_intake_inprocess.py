@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import tempfile
-import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -27,7 +25,7 @@ from allot.contexts.routing import agent_service, queue_service
 from allot.contexts.routing.schemas import AgentCreate, QueueCreate
 from allot.kernel.config import Settings
 from allot.kernel.db.engine import Database
-from bench.common import fresh_database, machine, percentiles
+from bench.common import fresh_database, machine, post_leads
 
 AGENTS = 3
 
@@ -50,37 +48,6 @@ async def prepare(database: Database) -> str:
     return token
 
 
-async def post_leads(app: Any, token: str, count: int, tasks: int) -> dict[str, float]:
-    latencies: list[float] = []
-    placed = failed = 0
-    numbers = iter(range(count))
-    headers = {"Authorization": f"Bearer {token}"}
-
-    async def worker(http: httpx.AsyncClient) -> None:
-        nonlocal placed, failed
-        for n in numbers:
-            body = {
-                "source": "bench",
-                "external_id": f"lead-{n}",
-                "customer": {"name": f"Клиент {n}", "phone": f"+7912{n:07d}"},
-                "priority": n % 3,
-            }
-            started = time.perf_counter()
-            response = await http.post("/api/v1/leads", json=body, headers=headers)
-            latencies.append((time.perf_counter() - started) * 1000)
-            if response.status_code == 201 and response.json().get("assignee_id"):
-                placed += 1
-            else:
-                failed += 1
-
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(http) for _ in range(tasks)))
-        elapsed = time.perf_counter() - started
-    return {"per_s": placed / elapsed, "placed": placed, "failed": failed, **percentiles(latencies)}
-
-
 async def run(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="allot-bench-"))
     database = await fresh_database(args.backend, workdir)
@@ -94,11 +61,14 @@ async def run(args: argparse.Namespace) -> None:
     app = create_app(settings, database, run_background=False)
     token = await prepare(database)
     try:
-        result = await post_leads(app, token, args.leads, args.tasks)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
+            result = await post_leads(http, token, args.leads, args.tasks, "lead")
     finally:
         await database.dispose()
     print(
-        f"  {args.backend}, {args.tasks} tasks, {args.leads} leads: {result['per_s']:.0f} leads/s,"
+        f"  {args.backend}, {args.tasks} tasks, {args.leads} leads: "
+        f"{result['placed_per_s']:.0f} leads/s,"
         f" p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms, max {result['max']:.1f} ms,"
         f" {result['failed']:.0f} not placed"
     )
