@@ -18,7 +18,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allot.contexts import audit, customers, routing
+from allot.contexts import customers, routing
+from allot.contexts.leads.recording import record_lead_change
 from allot.kernel.clock import utcnow
 from allot.kernel.context import current_actor
 from allot.kernel.errors import Conflict, FieldError, ValidationFailed
@@ -314,31 +315,23 @@ async def _record_intake(session: AsyncSession, lead: Lead, now: datetime) -> No
     if lead.assignee_id is not None:
         rows.append(activity(lead, "assigned", now, agent_id=lead.assignee_id, reason="direct"))
     repo.add(session, *rows)
-    await audit.record(
+    await record_lead_change(
         session,
-        action=events.LEAD_CREATED,
-        object_type=events.AGGREGATE,
-        object_id=lead.id,
+        lead,
+        events.LEAD_CREATED,
         after=lead_snapshot(lead),
         personal_fields=("attributes",),
-    )
-    await publish(
-        session,
-        type=events.LEAD_CREATED,
-        aggregate_type=events.AGGREGATE,
-        aggregate_id=lead.id,
-        payload=events.lead_payload(
-            lead,
-            source=lead.source,
-            external_id=lead.external_id,
-            status=lead.status,
-            priority=lead.priority,
-            assignee_id=str(lead.assignee_id) if lead.assignee_id else None,
-            amount_minor=lead.amount_minor,
-            currency=lead.currency,
-            term_months=lead.term_months,
-            first_response_due_at=_iso(lead.first_response_due_at),
-        ),
+        facts={
+            "source": lead.source,
+            "external_id": lead.external_id,
+            "status": lead.status,
+            "priority": lead.priority,
+            "assignee_id": str(lead.assignee_id) if lead.assignee_id else None,
+            "amount_minor": lead.amount_minor,
+            "currency": lead.currency,
+            "term_months": lead.term_months,
+            "first_response_due_at": _iso(lead.first_response_due_at),
+        },
     )
     if lead.assignee_id is not None:
         await publish(

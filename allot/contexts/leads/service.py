@@ -16,6 +16,7 @@ from typing import Any, get_args
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.contexts import audit, routing
+from allot.contexts.leads.recording import record_lead_change
 from allot.kernel.clock import utcnow
 from allot.kernel.errors import Conflict, ValidationFailed
 from allot.kernel.events import publish
@@ -124,28 +125,20 @@ async def change_status(
             reason=lost_reason,
         ),
     )  # fmt: skip
-    await audit.record(
+    await record_lead_change(
         session,
-        action=events.LEAD_STATUS_CHANGED,
-        object_type=events.AGGREGATE,
-        object_id=lead.id,
+        lead,
+        events.LEAD_STATUS_CHANGED,
         before=before,
         after=lead_snapshot(lead),
-    )
-    await publish(
-        session,
-        type=events.LEAD_STATUS_CHANGED,
-        aggregate_type=events.AGGREGATE,
-        aggregate_id=lead.id,
-        payload=events.lead_payload(
-            lead,
-            from_status=from_status,
-            to_status=to_status,
-            terminal=target.is_terminal,
-            won=target.is_won,
-            lost_reason=lead.lost_reason,
-            first_response=first_response,
-        ),
+        facts={
+            "from_status": from_status,
+            "to_status": to_status,
+            "terminal": target.is_terminal,
+            "won": target.is_won,
+            "lost_reason": lead.lost_reason,
+            "first_response": first_response,
+        },
     )
     return lead
 
@@ -173,20 +166,13 @@ async def add_note(
         )
     ):
         await routing.record_first_response(session, _reference(lead))
-    await audit.record(
+    await record_lead_change(
         session,
-        action=events.NOTE_ADDED,
-        object_type=events.AGGREGATE,
-        object_id=lead.id,
+        lead,
+        events.NOTE_ADDED,
         after={"note_id": note.id, "body": text},
         personal_fields=("body",),
-    )
-    await publish(
-        session,
-        type=events.NOTE_ADDED,
-        aggregate_type=events.AGGREGATE,
-        aggregate_id=lead.id,
-        payload=events.lead_payload(lead, note_id=str(note.id), excerpt=events.note_excerpt(text)),
+        facts={"note_id": str(note.id), "excerpt": events.note_excerpt(text)},
     )
     return note
 
@@ -217,21 +203,14 @@ async def update_lead(
         return lead
     before = lead_snapshot(lead)
     await repo.update_lead(session, lead.id, **values, updated_at=utcnow())
-    await audit.record(
+    await record_lead_change(
         session,
-        action=events.LEAD_UPDATED,
-        object_type=events.AGGREGATE,
-        object_id=lead.id,
+        lead,
+        events.LEAD_UPDATED,
         before=before,
         after=lead_snapshot(lead),
         personal_fields=("attributes",),
-    )
-    await publish(
-        session,
-        type=events.LEAD_UPDATED,
-        aggregate_type=events.AGGREGATE,
-        aggregate_id=lead.id,
-        payload=events.lead_payload(lead, changed=changed),
+        facts={"changed": changed},
     )
     return lead
 
@@ -272,26 +251,18 @@ async def follow_routing(
         return False
     kind = "assigned" if assigned else "unassigned"
     repo.add(session, activity(lead, kind, utcnow(), agent_id=agent_id, reason=reason))
-    await audit.record(
+    await record_lead_change(
         session,
-        action=events.LEAD_ASSIGNED,
-        object_type=events.AGGREGATE,
-        object_id=lead.id,
+        lead,
+        events.LEAD_ASSIGNED,
         before=before,
         after=lead_snapshot(lead),
         summary=f"{kind} ({reason})" if reason else kind,
-    )
-    await publish(
-        session,
-        type=events.LEAD_ASSIGNED,
-        aggregate_type=events.AGGREGATE,
-        aggregate_id=lead.id,
-        payload=events.lead_payload(
-            lead,
-            agent_id=str(new) if new else None,
-            previous_agent_id=str(previous) if previous else None,
-            reason=reason,
-        ),
+        facts={
+            "agent_id": str(new) if new else None,
+            "previous_agent_id": str(previous) if previous else None,
+            "reason": reason,
+        },
     )
     return True
 
