@@ -145,7 +145,7 @@ def create_app(
         install = getattr(package, "install", None)
         if install is not None:  # e.g. identity installs the authenticator
             install(app)
-        for part in ("api", "views"):
+        for part in ("api", "import_api", "views"):  # import_api: leads' CSV imports
             module = _optional_module(f"allot.contexts.{context_name}.{part}")
             if module is not None:
                 app.include_router(module.router)

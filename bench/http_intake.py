@@ -1,12 +1,14 @@
 """HTTP intake + assignment: leads placed per second through `POST /api/v1/leads`.
 
 Starts a real `allot serve` process (uvicorn, in-process events and timers) on SQLite or
-PostgreSQL, creates a queue and agents through the API, then posts leads from this process with
-1, 8 and 32 concurrent clients. A lead counts as placed when the answer is 201 AND it carries an
-`assignee_id` (assigned, not merely accepted). With `--preload N`, N leads are stored first
-(bulk-inserted, see bench/seed.py) to show whether intake stays flat as tables grow.
+PostgreSQL, creates a queue and agents through the API, then drives it with wrk (bench/intake.lua,
+a unique lead per request) at 1, 8 and 32 concurrent connections. A lead counts as placed when
+the answer is 201 AND it carries an `assignee_id` (assigned, not merely accepted). wrk is a C load
+generator: a Python client would eat the CPU the server is measured on. With `--preload N`, N
+leads are stored first (through the bulk import path, see bench/seed.py) to show whether intake
+stays flat as tables grow.
 
-Usage: python -m bench.http_intake [--backend sqlite|postgresql] [--leads 3000]
+Usage: python -m bench.http_intake [--backend sqlite|postgresql] [--seconds 15]
        [--clients 1,8,32] [--preload 200000]
 Baseline to beat (issue): the best open-source Python CRM here takes ~110 leads/s with 8 clients
 without assigning anyone, ~30/s with 200k leads stored; the target is 10x that.
@@ -28,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import PG_ADMIN, machine, post_leads
+from bench.common import PG_ADMIN, machine
 
 BASELINE = {"empty": 110.0, "preloaded": 30.0}
 
@@ -80,13 +82,13 @@ async def run(args: argparse.Namespace) -> None:
         "users",
         "create",
         "--email",
-        "bench@allot.local",
+        "bench@example.com",
         "--password",
         "bench-password-123",
         "--role",
         "admin",
     )
-    token = cli(env, "tokens", "create", "--email", "bench@allot.local")
+    token = cli(env, "tokens", "create", "--email", "bench@example.com")
     if args.preload:
         from bench.seed import preload_leads
 
@@ -120,8 +122,8 @@ async def run(args: argparse.Namespace) -> None:
             for n in range(args.agents):
                 agent = {
                     "name": f"Менеджер {n}",
-                    "email": f"m{n}@allot.local",
-                    "capacity": 1_000_000,
+                    "email": f"m{n}@example.com",
+                    "capacity": 1000,
                     "skills": ["loans"],
                 }
                 created = (await http.post("/api/v1/agents", json=agent, headers=headers)).json()
@@ -132,26 +134,39 @@ async def run(args: argparse.Namespace) -> None:
                 )
         state = "preloaded" if args.preload else "empty"
         for clients in args.clients:
-            limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-            async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as http:
-                result = await post_leads(http, token, args.leads, clients, uuid.uuid4().hex[:8])
+            result = drive(base, token, clients, args.seconds)
             ratio = result["placed_per_s"] / BASELINE[state]
             print(
                 f"  {args.backend}, {clients:>2} clients, {state} ({args.preload} stored): "
                 f"{result['placed_per_s']:.0f} leads placed/s ({ratio:.1f}x baseline "
-                f"{BASELINE[state]:.0f}/s), p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms,"
-                f" {result['failed']:.0f} not placed"
+                f"{BASELINE[state]:.0f}/s), p50 {result['p50_ms']:.1f} ms, "
+                f"p99 {result['p99_ms']:.1f} ms, {result['refused']:.0f} not placed, "
+                f"{result['errors']:.0f} errors",
+                flush=True,
             )
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
 
 
+def drive(base: str, token: str, clients: int, seconds: int) -> dict[str, float]:
+    """Run wrk against the server; the Lua script counts placed leads and prints RESULT."""
+    script = Path(__file__).with_name("intake.lua")
+    env = {**os.environ, "ALLOT_TOKEN": token, "ALLOT_TAG": uuid.uuid4().hex[:8]}
+    threads = str(min(clients, 2))
+    command = ["wrk", "-t", threads, "-c", str(clients), "-d", f"{seconds}s", "--timeout", "30s"]
+    output = subprocess.run(
+        [*command, "-s", str(script), base], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    line = next(line for line in output.splitlines() if line.startswith("RESULT "))
+    return {key: float(value) for key, value in (pair.split("=") for pair in line.split()[1:])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
-    parser.add_argument("--leads", type=int, default=3000)
-    parser.add_argument("--agents", type=int, default=20)
+    parser.add_argument("--seconds", type=int, default=15, help="per client level")
+    parser.add_argument("--agents", type=int, default=40, help="capacity 1,000 each")
     parser.add_argument(
         "--clients", type=lambda v: [int(x) for x in v.split(",")], default=[1, 8, 32]
     )

@@ -8,6 +8,7 @@ raises rolls back and the timer is retried with backoff, then marked `failed` (k
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -106,14 +107,28 @@ async def schedule(
         "correlation_id": context.current_correlation_id(),
     }
     dialect = session.bind.dialect.name if session.bind else "sqlite"
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(Timer).values(**values)
-    if key is not None:
-        replaced = {name: stmt.excluded[name] for name in values if name not in ("id", "key")}
-        stmt = stmt.on_conflict_do_update(index_elements=[Timer.key], set_=replaced)
-    timer_id: uuid.UUID = (await session.execute(stmt.returning(Timer.id))).scalar_one()
+    stmt = _schedule_statement(dialect, keyed=key is not None)
+    timer_id: uuid.UUID = (await session.execute(stmt, values)).scalar_one()
     on_commit(session, _notify_scheduled)
     return timer_id
+
+
+_REPLACED_ON_RESCHEDULE = (
+    "kind", "due_at", "payload", "status", "attempts", "last_error", "created_at", "fired_at",
+    "correlation_id",
+)  # fmt: skip
+
+
+@functools.cache
+def _schedule_statement(dialect: str, *, keyed: bool) -> Any:
+    # Built once per dialect: building and hashing the upsert cost more than running it.
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    table: Any = Timer.__table__
+    stmt = insert(table)
+    if keyed:
+        replaced = {name: stmt.excluded[name] for name in _REPLACED_ON_RESCHEDULE}
+        stmt = stmt.on_conflict_do_update(index_elements=[table.c.key], set_=replaced)
+    return stmt.returning(table.c.id)
 
 
 async def cancel(session: AsyncSession, key: str) -> bool:

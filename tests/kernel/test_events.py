@@ -212,3 +212,33 @@ async def test_a_non_durable_consumer_keeps_no_inbox_rows(database):
     assert len(seen) == 1
     async with database.reader() as session:
         assert await session.scalar(select(func.count()).select_from(InboxEntry)) == 0
+
+
+async def test_one_failing_event_in_a_batch_does_not_undo_or_repeat_the_others(database, clock):
+    """A consumer gets a claimed batch in one unit of work; when one event fails, the batch is
+    rolled back and re-applied event by event: the good ones take effect exactly once."""
+    consumers = ConsumerRegistry()
+
+    @consumers.subscribe("test.effect_writer", "test.thing.happened")
+    async def effect_writer(session, event):
+        await publish(
+            session,
+            type="test.effect",
+            aggregate_type="t",
+            aggregate_id=str(event.id),
+            payload={"n": event.payload["n"]},
+        )
+        if event.payload["n"] == 2:
+            raise RuntimeError("cannot take number two")
+
+    ids = [await _publish(database, {"n": n}) for n in (1, 2, 3)]
+    await Dispatcher(database, consumers).drain()
+    async with database.reader() as session:
+        effects = (
+            await session.scalars(select(OutboxEvent).where(OutboxEvent.type == "test.effect"))
+        ).all()
+        inbox = await session.scalar(select(func.count()).select_from(InboxEntry))
+        statuses = {event_id: (await session.get(OutboxEvent, event_id)).status for event_id in ids}
+    assert sorted(e.payload["n"] for e in effects) == [1, 3]
+    assert inbox == 2
+    assert statuses == {ids[0]: "dispatched", ids[1]: "pending", ids[2]: "dispatched"}

@@ -12,9 +12,12 @@ from typing import Any
 from sqlalchemy import Row, and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allot.kernel.db.deferred import defer_insert
 from allot.kernel.pagination import PageParams, paginate
 
 from .models import AuditEntry
+
+AUDIT_TABLE: Any = AuditEntry.__table__
 
 PSEUDONYMISE_BATCH = 500
 
@@ -33,8 +36,8 @@ class AuditFilter:
 
 
 def add(session: AsyncSession, row: dict[str, Any]) -> None:
-    # Added, not executed: the INSERT joins the caller's next flush (batched with its other rows).
-    session.add(AuditEntry(**row))
+    # Deferred, not executed: the entries of a unit of work go in with one INSERT at commit.
+    defer_insert(session, AUDIT_TABLE, row)
 
 
 async def insert_many(session: AsyncSession, rows: list[dict[str, Any]]) -> None:

@@ -22,6 +22,7 @@ from allot.kernel.i18n import N_
 from allot.kernel.web.nav import NavItem, register_nav
 
 from . import events
+from .bulk import BulkIntake, ConcurrentChange, Person, intake_many
 from .intake import intake
 from .lifecycle import erase_customer, merge
 from .normalize import normalize_email, normalize_phone
@@ -60,8 +61,11 @@ __all__ = [
     "CUSTOMERS_MERGE",
     "CUSTOMERS_READ",
     "CUSTOMERS_WRITE",
+    "BulkIntake",
+    "ConcurrentChange",
     "CustomerInfo",
     "CustomerRef",
+    "Person",
     "add_timeline_entry",
     "erase_customer",
     "events",
@@ -69,6 +73,7 @@ __all__ = [
     "get_customers",
     "install",
     "intake",
+    "intake_many",
     "merge",
     "normalize_email",
     "normalize_phone",

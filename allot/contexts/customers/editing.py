@@ -140,7 +140,11 @@ async def update_customer(
     source: str = "manual",
     field_prefix: str = "body",
 ) -> CustomerInfo:
-    """Change what `changes` names (kind, name, consent; phones/emails replace the lists)."""
+    """Change what `changes` names (kind, name, consent; phones/emails replace the lists).
+
+    PATCH semantics: a key left out keeps its value; `name: None` removes the name and
+    `phones: None` / `emails: None` remove every phone / e-mail, like an empty list. `kind` and
+    `consent` cannot be cleared (None keeps them; the API refuses null for them)."""
     card = await editable_card(session, customer_id)
     contacts = await repository.contacts_of(session, [card.id])
     before = _editable_snapshot(card, contacts)
@@ -153,9 +157,9 @@ async def update_customer(
         await set_consent(session, card, changes["consent"], source)
     after = {**before, "kind": card.kind, "name": card.name, "consent": card.consent}
     for kind in ("phone", "email"):
-        if changes.get(f"{kind}s") is None:
+        if f"{kind}s" not in changes:
             continue
-        wanted = _normalized(changes[f"{kind}s"], kind, field_prefix)
+        wanted = _normalized(changes[f"{kind}s"] or (), kind, field_prefix)
         current = {row.value: row.id for row in contacts if row.kind == kind}
         added = [v for v in wanted if v not in current]
         fields = {(kind, v): wanted[v] for v in added}

@@ -54,7 +54,8 @@ async def lead_event_to_timeline(session: AsyncSession, event: Event) -> None:
         customer_id = uuid.UUID(str(payload["customer_id"]))
     except (KeyError, ValueError):
         return  # a lead without a customer has no timeline to join
-    if await repository.resolve_merged(session, customer_id) is None:
+    target = await repository.resolve_merged(session, customer_id)
+    if target is None:
         log.warning("lead event for an unknown customer", event_id=str(event.id))
         return
     kind, title, keys = ENTRIES[event.type]
@@ -62,7 +63,8 @@ async def lead_event_to_timeline(session: AsyncSession, event: Event) -> None:
     data = {"lead_id": lead_id, **{key: payload.get(key) for key in keys}}
     await add_timeline_entry(
         session,
-        customer_id,
+        target,
+        known_current=True,
         kind=kind,
         title=title,
         reference=f"lead:{lead_id}" if lead_id else None,

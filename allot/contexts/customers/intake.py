@@ -32,7 +32,14 @@ from .normalize import (
 )
 from .repository import ContactKey, ExternalKey
 from .schemas import CustomerRef
-from .service import field_path, new_card, record_created, record_updated, set_consent
+from .service import (
+    card_row,
+    field_path,
+    new_card,
+    record_created,
+    record_updated,
+    set_consent,
+)
 
 # Each retry follows a concurrent intake that committed one of our keys; a handful is plenty.
 MAX_INTAKE_ATTEMPTS = 5
@@ -98,8 +105,8 @@ async def intake(
                 return reused
             continue  # the owner was merged away meanwhile: look again
         card = new_card(kind=kind, name=name, source=source, consent=consent)
-        session.add(card)
-        await session.flush()
+        # A plain INSERT, not an ORM flush: the card is written once and not changed here.
+        await repository.insert_card(session, card_row(card))
         if await _claim_all(session, card.id, keys, source):
             await record_created(
                 session, card, keys.contacts, [keys.external] if keys.external else []

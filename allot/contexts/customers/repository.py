@@ -8,19 +8,23 @@ database (`populate_existing`) for the same reason.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, false, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import and_, bindparam, delete, false, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allot.kernel.db.deferred import defer_insert
+from allot.kernel.db.engine import insert_ignoring_conflicts
 from allot.kernel.pagination import PageParams, paginate
 
 from .models import Contact, Customer, ExternalId, TimelineEntry
+
+CUSTOMERS_TABLE: Any = Customer.__table__
+TIMELINE_TABLE: Any = TimelineEntry.__table__
 
 # A contact key is ("phone" | "email", normalized value); an external id key (source, id).
 ContactKey = tuple[str, str]
@@ -41,8 +45,8 @@ async def insert_ignoring_conflict(
     Not a caught IntegrityError: a failed statement aborts a PostgreSQL transaction, whereas a
     skipped insert leaves it usable (and waits for a concurrent inserter of the same key to
     finish, so the answer is final)."""
-    insert = pg_insert if _is_postgresql(session) else sqlite_insert
-    result: Any = await session.execute(insert(model).values(**values).on_conflict_do_nothing())
+    table = getattr(model, "__table__", model)
+    result: Any = await session.execute(insert_ignoring_conflicts(session, table), values)
     return bool(result.rowcount == 1)
 
 
@@ -164,11 +168,22 @@ async def contact_owners(
     wanted = list(dict.fromkeys(keys))
     if not wanted:
         return {}
-    condition = or_(*(and_(Contact.kind == k, Contact.value == v) for k, v in wanted))
-    rows = await session.execute(
-        select(Contact.kind, Contact.value, Contact.customer_id).where(condition)
-    )
+    params = {f"kind_{n}": kind for n, (kind, _) in enumerate(wanted)}
+    params.update({f"value_{n}": value for n, (_, value) in enumerate(wanted)})
+    rows = await session.execute(_contact_owners_statement(len(wanted)), params)
     return {(row.kind, row.value): row.customer_id for row in rows}
+
+
+@functools.cache
+def _contact_owners_statement(count: int) -> Any:
+    # Built once per number of keys (one or two: a phone, an e-mail) — intake runs it every time.
+    condition = or_(
+        *(
+            and_(Contact.kind == bindparam(f"kind_{n}"), Contact.value == bindparam(f"value_{n}"))
+            for n in range(count)
+        )
+    )
+    return select(Contact.kind, Contact.value, Contact.customer_id).where(condition)
 
 
 async def external_id_owners(
@@ -238,8 +253,13 @@ async def rewrite_values(
 
 
 # -- timeline ---------------------------------------------------------------------------------
-async def add_timeline_entry(session: AsyncSession, values: dict[str, Any]) -> None:
-    await session.execute(insert(TimelineEntry).values(**values))
+def add_timeline_entry(session: AsyncSession, values: dict[str, Any]) -> None:
+    # Deferred: written with the unit of work's other entries in one INSERT at commit.
+    defer_insert(session, TIMELINE_TABLE, values)
+
+
+def insert_card(session: AsyncSession, values: dict[str, Any]) -> Any:
+    return session.execute(insert(CUSTOMERS_TABLE), values)
 
 
 async def timeline(session: AsyncSession, customer_id: uuid.UUID, limit: int) -> Sequence[Any]:

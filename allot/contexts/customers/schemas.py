@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .models import EXTERNAL_ID_MAX_LENGTH, NAME_MAX_LENGTH, SOURCE_MAX_LENGTH
 
@@ -69,7 +69,9 @@ class CustomerCreate(BaseModel):
 
 
 class CustomerUpdate(BaseModel):
-    """Only the fields sent change; `phones` and `emails` replace the card's whole list."""
+    """Only the fields sent change; `phones` and `emails` replace the card's whole list. null
+    clears: `"name": null` removes the name, `"emails": null` every e-mail (as `[]` does).
+    `kind` and `consent` cannot be null."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -78,6 +80,13 @@ class CustomerUpdate(BaseModel):
     phones: list[str] | None = Field(default=None, max_length=MAX_CONTACTS_PER_REQUEST)
     emails: list[str] | None = Field(default=None, max_length=MAX_CONTACTS_PER_REQUEST)
     consent: bool | None = None
+
+    @field_validator("kind", "consent")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("Cannot be cleared; leave the field out to keep its value")
+        return value
 
 
 class MergeRequest(BaseModel):

@@ -20,6 +20,7 @@ from allot.kernel.clock import utcnow
 from allot.kernel.errors import Conflict, NotFound, ValidationFailed
 from allot.kernel.events import publish
 from allot.kernel.i18n import N_
+from allot.kernel.ids import new_id
 from allot.kernel.pagination import PageParams
 
 from . import events, repository
@@ -40,7 +41,14 @@ def field_path(prefix: str, name: str) -> str:
 
 
 def new_card(*, kind: str, name: str | None, source: str, consent: bool | None) -> Customer:
+    now = utcnow()
     return Customer(
+        id=new_id(),
+        created_at=now,
+        updated_at=now,
+        merged_into_id=None,
+        merged_at=None,
+        erased_at=None,
         kind=kind,
         name=name,
         search_name=search_form(name),
@@ -49,6 +57,11 @@ def new_card(*, kind: str, name: str | None, source: str, consent: bool | None) 
         consent_source=source if consent is not None else None,
         consent_at=utcnow() if consent is not None else None,
     )
+
+
+def card_row(card: Customer) -> dict[str, Any]:
+    """The card's column values, for a Core INSERT."""
+    return {column.key: getattr(card, column.key) for column in Customer.__table__.columns}
 
 
 async def set_consent(session: AsyncSession, card: Customer, consent: bool, source: str) -> None:
@@ -96,6 +109,7 @@ async def record_created(
         kind="customer.created",
         title=N_("Card created (source: %(source)s)"),
         data={"source": card.source},
+        known_current=True,
     )
 
 

@@ -37,9 +37,11 @@ async def add_timeline_entry(
     reference: str | None = None,
     data: dict[str, Any] | None = None,
     occurred_at: datetime | None = None,
+    known_current: bool = False,
 ) -> None:
-    """Append an entry to the card `customer_id` stands for (a merged card's survivor)."""
-    target = await repository.resolve_merged(session, customer_id)
+    """Append an entry to the card `customer_id` stands for (a merged card's survivor).
+    `known_current`: the caller knows the card is not merged (it has just created it)."""
+    target = customer_id if known_current else await repository.resolve_merged(session, customer_id)
     if target is None:
         raise NotFound(detail="No such customer")
     if not kind or len(kind) > KIND_MAX_LENGTH:
@@ -48,7 +50,7 @@ async def add_timeline_entry(
         raise ValidationFailed.on("title", "Give a title (an English msgid)")
     if reference is not None and len(reference) > REFERENCE_MAX_LENGTH:
         raise ValidationFailed.on("reference", f"At most {REFERENCE_MAX_LENGTH} characters")
-    await repository.add_timeline_entry(
+    repository.add_timeline_entry(
         session,
         {
             "customer_id": target,

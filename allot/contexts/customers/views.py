@@ -1,5 +1,5 @@
 """Customer pages: the search list (htmx re-renders only the results) and the card with its
-contacts, consent, source and timeline, plus the merge and erase forms.
+contacts, consent, source and timeline, plus the edit, merge and erase forms.
 
 A failed merge (a mistyped id, a card merged already) shows its message next to the form; the
 transaction is rolled back first, so nothing half-done is committed with the page.
@@ -19,19 +19,30 @@ from starlette.responses import RedirectResponse, Response
 
 from allot.kernel.auth import Principal, require
 from allot.kernel.errors import Conflict, InvalidCursor, ValidationFailed
+from allot.kernel.i18n import N_
 from allot.kernel.i18n import gettext as _
 from allot.kernel.pagination import PageParams
 from allot.kernel.web.routers import view_router
 from allot.kernel.web.templating import render
 from allot.kernel.web.uow import ReadSession, WriteSession
 
-from . import CUSTOMERS_ERASE, CUSTOMERS_MERGE, CUSTOMERS_READ, service
+from . import CUSTOMERS_ERASE, CUSTOMERS_MERGE, CUSTOMERS_READ, CUSTOMERS_WRITE, service
+from .editing import update_customer
 from .lifecycle import erase_customer, merge
+from .schemas import MAX_CONTACTS_PER_REQUEST
 from .timeline import entry_title
 
 router = view_router()
 
 PAGE_SIZE = 50
+EDIT_FIELDS = ("name", "phones", "emails")
+# The editing service's error codes -> what the form says next to the input.
+EDIT_MESSAGES = {
+    "invalid_phone": N_("Not a valid phone number (e.g. +7 912 345-67-89)"),
+    "invalid_email": N_("Not a valid e-mail address"),
+    "too_long": N_("Too long."),
+    "taken": N_("Belongs to another customer"),
+}
 _UUID = re.compile(
     r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
 )
@@ -83,6 +94,8 @@ async def _card_page(
     merge_error: str | None = None,
     merge_value: str = "",
     erase_error: str | None = None,
+    edit_values: dict[str, str] | None = None,
+    edit_errors: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> Response:
     detail = await service.customer_detail(session, customer_id)
@@ -101,6 +114,9 @@ async def _card_page(
         "card": detail.card,
         "contacts": detail.contacts,
         "timeline": timeline,
+        "can_edit": live and principal.has(CUSTOMERS_WRITE),
+        "edit_values": edit_values or _edit_values(detail.info),
+        "edit_errors": edit_errors or {},
         "can_merge": live and principal.has(CUSTOMERS_MERGE),
         "can_erase": live and principal.has(CUSTOMERS_ERASE),
         "merge_error": merge_error,
@@ -119,6 +135,66 @@ async def customer_page(
     principal: Principal = require(CUSTOMERS_READ),
 ) -> Response:
     return await _card_page(request, session, principal, customer_id)
+
+
+def _edit_values(info: Any) -> dict[str, str]:
+    return {
+        "name": info.name or "",
+        "phones": "\n".join(info.phones),
+        "emails": "\n".join(info.emails),
+    }
+
+
+def _lines(value: str) -> list[str]:
+    """One contact a line (commas and semicolons separate too); blank lines dropped."""
+    return [part.strip() for part in re.split(r"[\n,;]", value) if part.strip()]
+
+
+def _edit_errors(exc: ValidationFailed | Conflict) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    for error in exc.errors:
+        parts = error.field.split(".")
+        name = parts[1] if len(parts) > 1 and parts[1] in EDIT_FIELDS else "__all__"
+        wording = EDIT_MESSAGES.get(error.code)
+        errors.setdefault(name, _(wording) if wording else error.message)
+    if not errors:
+        errors["__all__"] = _(exc.detail or exc.title)
+    return errors
+
+
+@router.post("/customers/{customer_id}/edit", response_class=HTMLResponse)
+async def edit_form(
+    request: Request,
+    customer_id: uuid.UUID,
+    session: WriteSession,
+    principal: Principal = require(CUSTOMERS_WRITE),
+) -> Response:
+    """Name, phones and e-mails. An input the form sent empty clears it (no name, no phones, no
+    e-mails); an input it did not send keeps what the card has."""
+    form = await request.form()
+    sent = {name: str(form.get(name) or "").strip()[:5000] for name in EDIT_FIELDS if name in form}
+    changes: dict[str, Any] = {}
+    if "name" in sent:
+        changes["name"] = sent["name"] or None
+    errors: dict[str, str] = {}
+    status_code = 422
+    for name in ("phones", "emails"):
+        if name in sent:
+            changes[name] = _lines(sent[name])
+            if len(changes[name]) > MAX_CONTACTS_PER_REQUEST:
+                errors[name] = _("At most %(count)s", count=MAX_CONTACTS_PER_REQUEST)
+    if not errors:
+        try:
+            await update_customer(session, customer_id, changes, field_prefix="form")
+        except (ValidationFailed, Conflict) as exc:
+            errors, status_code = _edit_errors(exc), exc.status
+    if errors:
+        await session.rollback()
+        detail = await service.customer_detail(session, customer_id)
+        values = {**_edit_values(detail.info), **sent}
+        return await _card_page(request, session, principal, customer_id, edit_values=values,
+                                edit_errors=errors, status_code=status_code)  # fmt: skip
+    return RedirectResponse(f"/customers/{customer_id}", status_code=303)
 
 
 def _merge_message(exc: ValidationFailed | Conflict) -> str:

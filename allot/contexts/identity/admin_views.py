@@ -17,12 +17,12 @@ from allot.kernel.auth import ROLES, Principal, require
 from allot.kernel.errors import Conflict, ValidationFailed
 from allot.kernel.i18n import gettext as _
 from allot.kernel.pagination import PageParams
+from allot.kernel.web.flash import flash
 from allot.kernel.web.routers import view_router
 from allot.kernel.web.templating import render
 from allot.kernel.web.uow import ReadSession, WriteSession
 
 from . import repository, service
-from .flash import flash
 from .forms import UserFormValues, field_errors, form_text, role_labels
 from .models import User
 from .permissions import USERS_MANAGE

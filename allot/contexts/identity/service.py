@@ -22,7 +22,7 @@ from allot.kernel.i18n import N_
 from allot.kernel.ids import new_id
 from allot.kernel.pagination import PageParams
 
-from . import events, passwords, repository
+from . import events, passwords, principal_cache, repository
 from .models import Team, TeamMember, User, UserRole
 from .permissions import USERS_READ
 from .validation import (
@@ -210,6 +210,7 @@ async def update_user(
         after=after,
         personal_fields=PERSONAL_FIELDS,
     )
+    principal_cache.forget_on_commit(session)  # roles, teams or locale may have changed
     await publish(
         session,
         type=events.USER_UPDATED,
@@ -276,6 +277,7 @@ async def delete_user(
         aggregate_id=user.id,
         payload={"user_id": str(user.id)},
     )
+    principal_cache.forget_on_commit(session)
     session.expunge(user)
     await repository.delete_user(session, user_id)
     await session.flush()
@@ -338,6 +340,7 @@ def _facts(user: User) -> dict[str, Any]:
 async def _record_change(
     session: AsyncSession, user: User, event_type: str, before: dict[str, Any]
 ) -> None:
+    principal_cache.forget_on_commit(session)
     await audit.record(
         session,
         action=event_type,

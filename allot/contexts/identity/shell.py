@@ -18,12 +18,12 @@ from allot.kernel.errors import Unauthorized
 from allot.kernel.i18n import N_, locale_var
 from allot.kernel.ratelimit import InMemoryRateLimiter
 from allot.kernel.web.csrf import CSRFMiddleware, csrf_token
+from allot.kernel.web.flash import FlashMiddleware, FlashReader
 from allot.kernel.web.locale import LocaleMiddleware
 from allot.kernel.web.nav import NavItem, nav_items, register_nav
 from allot.kernel.web.problems import handle_allot_error, wants_html
 from allot.kernel.web.templating import is_htmx
 
-from .flash import FlashMiddleware, FlashReader
 from .permissions import USERS_MANAGE
 from .sessions import SESSION_COOKIE, principal_for_session
 from .tokens import principal_for_token

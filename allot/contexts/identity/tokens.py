@@ -21,7 +21,7 @@ from allot.kernel.events import publish
 from allot.kernel.ids import new_id
 from allot.kernel.pagination import PageParams
 
-from . import events, repository, service
+from . import events, principal_cache, repository, service
 from .models import ApiToken
 from .permissions import USERS_MANAGE
 
@@ -136,6 +136,7 @@ async def revoke(session: AsyncSession, token: ApiToken) -> ApiToken:
         before={"revoked": False},
         after={"revoked": True},
     )
+    principal_cache.forget_on_commit(session)
     await publish(
         session,
         type=events.TOKEN_REVOKED,
@@ -156,13 +157,25 @@ async def principal_for_token(database: Database, plaintext: str) -> Principal |
     if not plaintext.startswith(TOKEN_PREFIX):
         return None
     now = utcnow()
-    async with database.reader() as session:
-        token = await repository.token_with_user(session, digest(plaintext))
-        if token is None or not is_usable(token, now) or not token.user.is_active:
-            return None
-        principal = service.principal_for(token.user, via="token", token_scopes=token.scopes)
-        last_used = token.last_used_at
-    if last_used is None or last_used < now - TOUCH_INTERVAL:
+    token_digest = digest(plaintext)
+    cached = principal_cache.tokens.get(token_digest)
+    if cached is None:
+        async with database.reader() as session:
+            token = await repository.token_with_user(session, token_digest)
+            if token is None or not is_usable(token, now) or not token.user.is_active:
+                return None
+            principal = service.principal_for(token.user, via="token", token_scopes=token.scopes)
+            cached = principal_cache.CachedToken(
+                principal=principal,
+                token_id=token.id,
+                expires_at=token.expires_at,
+                last_used_at=token.last_used_at,
+            )
+        principal_cache.tokens.put(token_digest, cached)
+    elif cached.expires_at is not None and cached.expires_at <= now:
+        return None
+    if cached.last_used_at is None or cached.last_used_at < now - TOUCH_INTERVAL:
         async with database.transaction() as session:
-            await repository.touch_token(session, token.id, now, now - TOUCH_INTERVAL)
-    return principal
+            await repository.touch_token(session, cached.token_id, now, now - TOUCH_INTERVAL)
+        cached.last_used_at = now
+    return cached.principal

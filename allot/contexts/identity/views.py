@@ -17,6 +17,7 @@ from allot.kernel.i18n import LOCALES
 from allot.kernel.i18n import gettext as _
 from allot.kernel.pagination import PageParams
 from allot.kernel.web.csrf import secure_cookies
+from allot.kernel.web.flash import flash
 from allot.kernel.web.locale import LOCALE_COOKIE, LOCALE_COOKIE_MAX_AGE
 from allot.kernel.web.problems import wants_html
 from allot.kernel.web.routers import view_router
@@ -24,7 +25,6 @@ from allot.kernel.web.templating import render
 from allot.kernel.web.uow import ReadSession, WriteSession
 
 from . import admin_views, service, sessions, tokens
-from .flash import flash
 from .forms import field_errors, form_text, role_labels
 from .permissions import TOKENS_MANAGE_OWN
 

@@ -11,17 +11,20 @@ The public interface (the only names other contexts and the CLI may use):
 - events in `leads.events` (`leads.lead.created`, `leads.lead.status_changed`,
   `leads.lead.assigned`, `leads.note.added`, `leads.lead.updated`), every payload carrying
   `lead_id` and `customer_id`;
-- the permissions `leads:read`, `leads:write`, `leads:create`, `leads:configure`.
+- the permissions `leads:read`, `leads:write`, `leads:create`, `leads:configure`;
+- `install(app)` registers with routing how its inbox describes `lead:<id>` (describe.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from allot.contexts import routing
 from allot.kernel.i18n import N_
 from allot.kernel.web.nav import NavItem, register_nav
 
 from . import events
+from .describe import describe_leads
 from .intake import NewLead, create_lead, validate_new_lead
 from .permissions import LEADS_CONFIGURE, LEADS_CREATE, LEADS_READ, LEADS_WRITE
 from .service import LOST_REASONS, InvalidTransition
@@ -31,6 +34,8 @@ def install(app: Any) -> None:
     register_nav(
         NavItem(key="leads", label=N_("Leads"), href="/leads", permission=LEADS_READ, order=10)
     )
+    # The inbox shows an offered or assigned lead by its customer, phone and loan.
+    routing.register_reference_describer("lead", describe_leads)
 
 
 __all__ = [

@@ -140,3 +140,32 @@ class Activity(IdMixin, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (Index("ix_leads_activities_lead", "lead_id", "id"),)
+
+
+IMPORT_STATUSES = ("running", "done", "failed")
+
+
+class LeadImport(IdMixin, Base):
+    """One CSV import of leads (CLI, web page or API) and its progress. The counts and the
+    rejected lines are updated in the transaction of each batch, so they always say what was
+    committed. `rejects` keeps at most `MAX_STORED_REJECTS` lines ({line, field, reason, ...});
+    `rejected_rows` counts them all."""
+
+    __tablename__ = "leads_imports"
+
+    file_name: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(64))  # for rows without a source column
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    total_rows: Mapped[int | None] = mapped_column(Integer)  # estimated until done
+    processed_rows: Mapped[int] = mapped_column(Integer, default=0)
+    imported_rows: Mapped[int] = mapped_column(Integer, default=0)
+    rejected_rows: Mapped[int] = mapped_column(Integer, default=0)
+    rejects: Mapped[list[Any]] = mapped_column(default=list)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[uuid.UUID | None]  # the user who started it (None: the CLI)
+    created_by_label: Mapped[str] = mapped_column(String(255), default="system")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_leads_imports_created_by", "created_by", "id"),)

@@ -202,6 +202,7 @@ async def replace_pipeline(session: AsyncSession, pipeline: Pipeline) -> Pipelin
             extra={"statuses_in_use": dropped},
         )
     pipeline = _in_order(pipeline)
+    repo.intake_settings_cache.forget_on_commit(session)
     await repo.replace_pipeline(
         session,
         [s.row() for s in pipeline.statuses],
@@ -241,6 +242,7 @@ async def set_first_response_time(
     previous = await repo.sla_policy(session, source)
     before = {"first_response_seconds": previous.first_response_seconds} if previous else None
     now = utcnow()
+    repo.intake_settings_cache.forget_on_commit(session)
     await repo.upsert_sla_policy(session, source, seconds, now)
     await audit.record(
         session,

@@ -15,9 +15,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allot.kernel.cache import ShortLivedCache
+from allot.kernel.db.deferred import defer_insert
+from allot.kernel.db.engine import insert_ignoring_conflicts
 from allot.kernel.pagination import PageParams, paginate
 
 from .models import DEFAULT_SLA_SOURCE, Activity, Lead, LeadStatus, LeadTransition, SlaPolicy
+
+LEADS_TABLE: Any = Lead.__table__
 
 
 def _insert(session: AsyncSession) -> Any:
@@ -26,9 +31,20 @@ def _insert(session: AsyncSession) -> Any:
 
 
 # -- intake -----------------------------------------------------------------------------------
+# Every intake needs these and they change rarely: cached per process and source; a change made
+# here forgets them on commit (pipeline.py), other processes see it within the cache's TTL.
+INTAKE_SETTINGS_CACHE_SECONDS = 2.0
+intake_settings_cache: ShortLivedCache[tuple[str | None, int | None]] = ShortLivedCache(
+    "leads.intake_settings", INTAKE_SETTINGS_CACHE_SECONDS
+)
+
+
 async def intake_settings(session: AsyncSession, source: str) -> tuple[str | None, int | None]:
     """The pipeline's initial status and the source's first-response seconds, in one round trip
     (None for either when not configured)."""
+    cached = intake_settings_cache.get(source)
+    if cached is not None and cached[0] is not None:
+        return cached
     initial = select(LeadStatus.key).where(LeadStatus.is_initial.is_(True)).limit(1)
     sla = (
         select(SlaPolicy.first_response_seconds)
@@ -37,14 +53,14 @@ async def intake_settings(session: AsyncSession, source: str) -> tuple[str | Non
         .limit(1)
     )
     row = (await session.execute(select(initial.scalar_subquery(), sla.scalar_subquery()))).one()
+    intake_settings_cache.put(source, (row[0], row[1]))
     return row[0], row[1]
 
 
 async def insert_lead(session: AsyncSession, values: dict[str, Any]) -> bool:
     """Insert a lead; False when (source, external_id) is taken (L1), without failing the
     transaction (a plain INSERT would abort it on PostgreSQL)."""
-    statement = _insert(session)(Lead).values(**values).on_conflict_do_nothing()
-    result: Any = await session.execute(statement)
+    result: Any = await session.execute(insert_ignoring_conflicts(session, LEADS_TABLE), values)
     return bool(result.rowcount == 1)
 
 
@@ -161,8 +177,14 @@ async def activities(
     )
 
 
-def add(session: AsyncSession, *rows: Any) -> None:
-    session.add_all(rows)
+ACTIVITIES_TABLE: Any = Activity.__table__
+
+
+def add(session: AsyncSession, *activities: Activity) -> None:
+    """Timeline rows are append-only: deferred, written with one INSERT at commit."""
+    for row in activities:
+        values = {column.key: getattr(row, column.key) for column in ACTIVITIES_TABLE.columns}
+        defer_insert(session, ACTIVITIES_TABLE, values)
 
 
 # -- the pipeline -----------------------------------------------------------------------------

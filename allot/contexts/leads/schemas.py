@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from .models import Activity, Lead
 from .pipeline import Pipeline, StatusDef
@@ -80,10 +80,26 @@ class LeadCreate(BaseModel):
 
 
 class LeadUpdate(BaseModel):
+    """PATCH: a field left out keeps its value; null clears it. `"product": {"term_months":
+    null}` clears the term, `"product": null` the amount and the term, `"attributes": null`
+    every attribute."""
+
     model_config = ConfigDict(extra="forbid")
 
     attributes: dict[str, Any] | None = Field(default=None, description="Replaces all of them")
     product: ProductIn | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_clears(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "product" in data and data["product"] is None:
+            data["product"] = {"amount_minor": None, "term_months": None}
+        if "attributes" in data and data["attributes"] is None:
+            data["attributes"] = {}
+        return data
 
 
 class StatusChange(BaseModel):

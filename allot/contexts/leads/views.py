@@ -32,18 +32,20 @@ from allot.kernel.web.routers import view_router
 from allot.kernel.web.templating import render
 from allot.kernel.web.uow import ReadSession, WriteSession
 
-from . import intake, pipeline, service
+from . import import_views, intake, pipeline, service
 from .access import Viewer, viewer_for
 from .models import Lead
 from .permissions import LEADS_CREATE, LEADS_READ, LEADS_WRITE
 from .repository import LeadFilter
 
 router = view_router()
+router.include_router(import_views.router)  # before /leads/{lead_id}, which would take "import"
 
 PAGE_SIZE = 50
 TIMELINE_SIZE = 100
 LIST_FIELDS = ("status", "assignee", "source", "from", "to", "q")
 FORM_FIELDS = ("source", "name", "phone", "email", "amount", "term", "priority")
+DETAIL_FIELDS = ("amount", "term")  # the loan details form on the lead page
 # Service field names (prefix "form") -> the inputs they belong to.
 FORM_INPUTS = {
     "form.source": "source",
@@ -241,6 +243,16 @@ async def create_lead(
 
 
 # -- one lead ---------------------------------------------------------------------------------
+def _detail_values(lead: Lead) -> dict[str, str]:
+    """The loan details as the edit form shows them: roubles without needless kopecks."""
+    amount = ""
+    if lead.amount is not None:
+        major = lead.amount.major
+        amount = str(major.quantize(1) if major == major.to_integral_value() else major)
+    term = "" if lead.term_months is None else str(lead.term_months)
+    return {"amount": amount, "term": term}
+
+
 async def _lead_context(
     session: AsyncSession, lead_id: uuid.UUID, viewer: Viewer, principal: Principal
 ) -> dict[str, Any]:
@@ -265,6 +277,7 @@ async def _lead_context(
     due = lead.first_response_due_at
     return {
         "lead": lead,
+        "details": _detail_values(lead),
         "customer": customer,
         "title": customer.name if customer is not None and customer.name else _("Lead"),
         "labels": labels,
@@ -351,3 +364,36 @@ async def add_note(
             request, session, lead_id, principal, exc, field="body", note=body
         )
     return RedirectResponse(f"/leads/{lead_id}#timeline", status_code=303)
+
+
+@router.post("/leads/{lead_id}/details")
+async def update_details(
+    request: Request,
+    lead_id: uuid.UUID,
+    session: WriteSession,
+    principal: Principal = require(LEADS_WRITE),
+) -> Response:
+    """The loan amount and term. An input the form sent empty clears that detail (a form cannot
+    send null); one it did not send at all keeps its value."""
+    form = await request.form()
+    sent = [name for name in DETAIL_FIELDS if name in form]
+    values = {name: _text(form, name) for name in DETAIL_FIELDS}
+    numbers, errors = _parse_numbers({**values, "priority": ""})
+    changes: dict[str, Any] = {}
+    if "amount" in sent:
+        changes["amount_minor"] = numbers["amount_minor"]
+    if "term" in sent:
+        changes["term_months"] = numbers["term_months"]
+    if not errors:
+        viewer = await viewer_for(session, principal)
+        try:
+            await service.update_lead(session, lead_id, changes, viewer, prefix="form")
+        except ValidationFailed as exc:
+            errors = _input_errors(exc)
+    if errors:
+        await session.rollback()
+        viewer = await viewer_for(session, principal)
+        context = await _lead_context(session, lead_id, viewer, principal)
+        context.update(timezone=_zone(request), details=values, errors=errors)
+        return render(request, "leads/lead.html", context, block="content", status_code=422)
+    return RedirectResponse(f"/leads/{lead_id}", status_code=303)

@@ -6,6 +6,8 @@ Public interface for other contexts:
 - `complete(session, reference)`, `cancel(session, reference)`,
   `record_first_response(session, reference)`;
 - `agent_for_user(session, user_id)`, `get_agent(session, agent_id)`;
+- `register_reference_describer(prefix, describer)` with `ReferenceSummary`: how the inbox shows
+  the records behind references `<prefix>:...` (see references.py);
 - events in `routing.events` (`routing.item.assigned`, `routing.item.unassigned`, ...), whose
   payloads carry the item's `reference` so submitters map them back.
 """
@@ -20,7 +22,9 @@ from allot.kernel.web.nav import NavItem, register_nav
 
 from . import events
 from .agent_service import agent_for_user, get_agent
+from .bulk import NewItem, submit_many
 from .decision import register_scorer
+from .references import ReferenceSummary, register_reference_describer
 from .schemas import SubmitResult
 from .service import cancel, complete, item_by_reference, record_first_response, submit
 
@@ -69,6 +73,8 @@ __all__ = [
     "ROUTING_MANAGE",
     "ROUTING_READ",
     "ROUTING_WORK",
+    "NewItem",
+    "ReferenceSummary",
     "SubmitResult",
     "agent_for_user",
     "cancel",
@@ -78,6 +84,8 @@ __all__ = [
     "install",
     "item_by_reference",
     "record_first_response",
+    "register_reference_describer",
     "register_scorer",
     "submit",
+    "submit_many",
 ]

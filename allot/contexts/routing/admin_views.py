@@ -278,10 +278,10 @@ async def update_agent(
     form = await request.form()
     values = {name: text(form, name) for name in AGENT_FIELDS}
     values["is_active"] = "on" if text(form, "is_active") else ""
+    # An input sent empty clears its field (a quota: none); one not sent at all keeps it.
+    changes = {k: v for k, v in agent_body(values, creating=False).items() if k in form}
     try:
-        body = AgentUpdate.model_validate(
-            {**agent_body(values, creating=False), "is_active": bool(values["is_active"])}
-        )
+        body = AgentUpdate.model_validate({**changes, "is_active": bool(values["is_active"])})
         await agent_service.update_agent(session, agent_id, body)
     except SaveErrors as exc:
         await session.rollback()

@@ -171,15 +171,26 @@ async def agent_for_user(session: AsyncSession, user_id: uuid.UUID) -> Agent | N
 
 
 async def update_agent(session: AsyncSession, agent_id: uuid.UUID, body: AgentUpdate) -> Agent:
+    """PATCH semantics: a field left out keeps its value; one sent as null clears it (quotas: no
+    quota; schedule: none, always on shift; skills ... teams: empty). The schema refuses null
+    for the fields that cannot be empty (name, capacity, weight, ...)."""
     await repo.lock_items_offered_to(session, agent_id)
     agent = await get_agent(session, agent_id)
     before = _snapshot(agent)
     at = Moment.read()
     changes = body.model_dump(exclude_unset=True)
-    if "schedule" in changes and body.schedule is not None:
-        validate_schedule(body.schedule)
-        agent.schedule = body.schedule
-        agent.off_shift = not on_shift(body.schedule, at.now)
+    cleared_lists: dict[str, Any] = {
+        name: []
+        for name in ("skills", "languages", "regions", "teams")
+        if name in changes and changes[name] is None
+    }
+    if cleared_lists:
+        body = body.model_copy(update=cleared_lists)
+    if "schedule" in changes:
+        schedule = body.schedule or {}
+        validate_schedule(schedule)
+        agent.schedule = schedule
+        agent.off_shift = not on_shift(schedule, at.now)
         await _schedule_shift_timer(session, agent, at)
     if "capacity" in changes and body.capacity is not None:
         if body.capacity < agent.load:
@@ -188,8 +199,11 @@ async def update_agent(session: AsyncSession, agent_id: uuid.UUID, body: AgentUp
                 "body.capacity", f"Below the current load ({agent.load})", "below_load"
             )
         agent.capacity = body.capacity
-    for name in ("name", "weight", "daily_quota", "monthly_quota"):
+    for name in ("name", "weight"):
         if name in changes and changes[name] is not None:
+            setattr(agent, name, changes[name])
+    for name in ("daily_quota", "monthly_quota"):
+        if name in changes:  # null (an emptied form input) removes the quota
             setattr(agent, name, changes[name])
     if any(n in changes for n in ("skills", "languages", "regions", "teams", "attributes")):
         agent.attributes = _attributes(body, agent.attributes or {})

@@ -15,7 +15,6 @@ from allot.contexts.routing.decision import get_scorer
 from allot.contexts.routing.engine import Moment
 from allot.contexts.routing.models import Queue, QueueMember, WorkItem
 from allot.contexts.routing.schemas import QueueCreate, QueueOut, QueueStats, QueueUpdate
-from allot.kernel.db.engine import on_commit
 from allot.kernel.errors import Conflict, NotFound
 from allot.kernel.events import publish
 
@@ -28,8 +27,7 @@ def _validate(strategy: str, scorer: str | None, expression: str) -> None:
 
 async def _after_change(session: AsyncSession, queue: Queue, before: dict[str, Any] | None) -> None:
     at = Moment.read()
-    repo.forget_queues()  # this transaction routes with the new rules; others after commit
-    on_commit(session, repo.forget_queues)
+    repo.forget_queues_on_commit(session)  # this transaction routes with the new rules
     await membership.refresh_queue(session, queue, at)
     after = QueueOut.model_validate(queue).model_dump(mode="json")
     await audit.record(

@@ -3,15 +3,27 @@ and every state change is a conditional UPDATE whose row count says whether it h
 
 from __future__ import annotations
 
+import functools
 import random
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, case, delete, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.contexts.routing.decision import Candidate
@@ -25,6 +37,7 @@ from allot.contexts.routing.models import (
     QueueMember,
     WorkItem,
 )
+from allot.kernel.cache import ShortLivedCache
 
 # Hot-path statements use the Core tables (no ORM bookkeeping per statement).
 AGENTS: Table = Agent.__table__  # type: ignore[assignment]
@@ -56,34 +69,13 @@ async def top_candidates(
     with_attributes: bool = False,
 ) -> list[Candidate]:
     """The best few eligible members of a queue, in strategy order: one ordered index range."""
-    columns: list[Any] = [
-        MEMBERS.c.agent_id,
-        MEMBERS.c.load,
-        MEMBERS.c.spare,
-        MEMBERS.c.last_assigned_at,
-        MEMBERS.c.idle_since,
-        MEMBERS.c.shuffle,
-        MEMBERS.c.kind_capped,
-    ]
-    stmt = select(*columns)
-    if with_attributes:
-        stmt = stmt.add_columns(AGENTS.c.attributes).join(AGENTS, AGENTS.c.id == MEMBERS.c.agent_id)
-    stmt = (
-        stmt.where(
-            MEMBERS.c.queue_id == queue_id,
-            # `eligible` implies spare > 0; heavier items filter spare below, so the WHERE stays
-            # an equality prefix of the strategy's index and LIMIT stops after a few entries.
-            MEMBERS.c.eligible.is_(True),
-            ~exists().where(
-                OFFERS.c.item_id == item_id,
-                OFFERS.c.agent_id == MEMBERS.c.agent_id,
-                OFFERS.c.status.in_(EXCLUDING_OFFER_STATUSES),
-            ),
-        )
-        .order_by(*_ORDER[strategy])
-        .limit(limit if weight == 1 else limit * 4)
-    )
-    rows = (await session.execute(stmt)).all()
+    stmt = _candidates_statement(strategy, with_attributes)
+    params = {
+        "p_queue_id": queue_id,
+        "p_item_id": item_id,
+        "p_limit": limit if weight == 1 else limit * 4,
+    }
+    rows = (await session.execute(stmt, params)).all()
     return [
         Candidate(
             agent_id=row[0],
@@ -100,6 +92,39 @@ async def top_candidates(
     ][:limit]
 
 
+# The intake path's statements are built once (functools.cache) and run with bound parameters:
+# building and hashing a statement costs more than SQLite takes to run it.
+@functools.cache
+def _candidates_statement(strategy: str, with_attributes: bool) -> Any:
+    columns: list[Any] = [
+        MEMBERS.c.agent_id,
+        MEMBERS.c.load,
+        MEMBERS.c.spare,
+        MEMBERS.c.last_assigned_at,
+        MEMBERS.c.idle_since,
+        MEMBERS.c.shuffle,
+        MEMBERS.c.kind_capped,
+    ]
+    stmt = select(*columns)
+    if with_attributes:
+        stmt = stmt.add_columns(AGENTS.c.attributes).join(AGENTS, AGENTS.c.id == MEMBERS.c.agent_id)
+    return (
+        stmt.where(
+            MEMBERS.c.queue_id == bindparam("p_queue_id"),
+            # `eligible` implies spare > 0; heavier items filter spare below, so the WHERE stays
+            # an equality prefix of the strategy's index and LIMIT stops after a few entries.
+            MEMBERS.c.eligible.is_(True),
+            ~exists().where(
+                OFFERS.c.item_id == bindparam("p_item_id"),
+                OFFERS.c.agent_id == MEMBERS.c.agent_id,
+                OFFERS.c.status.in_(EXCLUDING_OFFER_STATUSES),
+            ),
+        )
+        .order_by(*_ORDER[strategy])
+        .limit(bindparam("p_limit"))
+    )
+
+
 def _eligible_condition() -> Any:
     return and_(
         AGENTS.c.status == "available",
@@ -109,7 +134,7 @@ def _eligible_condition() -> Any:
     )
 
 
-def _quota_condition(today: date, month: str) -> Any:
+def _quota_condition(today: Any, month: Any) -> Any:
     return and_(
         or_(
             AGENTS.c.daily_quota.is_(None),
@@ -126,7 +151,7 @@ def _quota_condition(today: date, month: str) -> Any:
     )
 
 
-def _quota_increment(today: date, month: str) -> dict[str, Any]:
+def _quota_increment(today: Any, month: Any) -> dict[str, Any]:
     return {
         "assigned_in_day": case(
             (AGENTS.c.quota_day == today, AGENTS.c.assigned_in_day + 1), else_=1
@@ -179,13 +204,8 @@ async def reserve_capacity(
     kind_reserved = False
     if kind_capped is not False:  # None: unknown here, so check
         kind_result: Any = await session.execute(
-            update(KIND_LOADS)
-            .where(
-                KIND_LOADS.c.agent_id == agent_id,
-                KIND_LOADS.c.kind == kind,
-                KIND_LOADS.c.load + weight <= KIND_LOADS.c.capacity,
-            )
-            .values(load=KIND_LOADS.c.load + weight)
+            _reserve_kind_statement(),
+            {"p_agent_id": agent_id, "p_kind": kind, "p_weight": weight},
         )
         kind_reserved = kind_result.rowcount == 1
     if kind_capped is not False and not kind_reserved:
@@ -196,17 +216,31 @@ async def reserve_capacity(
         )
         if capped:
             return None
+    stmt = _reserve_statement(counts_as_assignment)
+    params = {"p_agent_id": agent_id, "p_weight": weight, "p_now": now, "p_today": today,
+              "p_month": month, "p_busy": BUSY}  # fmt: skip
+    row = (await session.execute(stmt, params)).first()
+    if row is None and kind_reserved:
+        await _release_kind(session, agent_id, kind, weight)
+    return row
+
+
+@functools.cache
+def _reserve_statement(counts_as_assignment: bool) -> Any:
+    today: Any = bindparam("p_today", type_=AGENTS.c.quota_day.type)
+    month: Any = bindparam("p_month")
+    weight: Any = bindparam("p_weight")
     values: dict[str, Any] = {
         "load": AGENTS.c.load + weight,
-        "last_assigned_at": now,
-        "idle_since": BUSY,
+        "last_assigned_at": bindparam("p_now", type_=AGENTS.c.last_assigned_at.type),
+        "idle_since": bindparam("p_busy", type_=AGENTS.c.idle_since.type),
     }
     if counts_as_assignment:
         values.update(_quota_increment(today, month))
-    stmt = (
+    return (
         update(AGENTS)
         .where(
-            AGENTS.c.id == agent_id,
+            AGENTS.c.id == bindparam("p_agent_id"),
             AGENTS.c.load + weight <= AGENTS.c.capacity,
             _eligible_condition(),
             _quota_condition(today, month),
@@ -214,10 +248,20 @@ async def reserve_capacity(
         .values(**values)
         .returning(*AGENT_STATE_COLUMNS)
     )
-    row = (await session.execute(stmt)).first()
-    if row is None and kind_reserved:
-        await _release_kind(session, agent_id, kind, weight)
-    return row
+
+
+@functools.cache
+def _reserve_kind_statement() -> Any:
+    weight: Any = bindparam("p_weight")
+    return (
+        update(KIND_LOADS)
+        .where(
+            KIND_LOADS.c.agent_id == bindparam("p_agent_id"),
+            KIND_LOADS.c.kind == bindparam("p_kind"),
+            KIND_LOADS.c.load + weight <= KIND_LOADS.c.capacity,
+        )
+        .values(load=KIND_LOADS.c.load + weight)
+    )
 
 
 async def count_assignment(
@@ -291,7 +335,17 @@ async def sync_memberships(
     }
     if reshuffle:
         values["shuffle"] = random.random()
-    await session.execute(update(MEMBERS).where(MEMBERS.c.agent_id == row.id).values(**values))
+    params = {f"v_{name}": value for name, value in values.items()}
+    await session.execute(_sync_members_statement(tuple(values)), {"p_agent_id": row.id, **params})
+
+
+@functools.cache
+def _sync_members_statement(columns: tuple[str, ...]) -> Any:
+    return (
+        update(MEMBERS)
+        .where(MEMBERS.c.agent_id == bindparam("p_agent_id"))
+        .values({name: bindparam(f"v_{name}", type_=MEMBERS.c[name].type) for name in columns})
+    )
 
 
 async def load_agent_state(session: AsyncSession, agent_id: uuid.UUID) -> Any:
@@ -309,17 +363,23 @@ async def claim_item(
     now: datetime,
 ) -> bool:
     """I2: the item gets an owner only if it is still unowned in one of `from_states`."""
-    result: Any = await session.execute(
+    params = {"p_item_id": item_id, "p_agent_id": agent_id, "p_now": now}
+    result: Any = await session.execute(_claim_statement(tuple(from_states)), params)
+    return bool(result.rowcount == 1)
+
+
+@functools.cache
+def _claim_statement(from_states: tuple[str, ...]) -> Any:
+    return (
         update(ITEMS)
-        .where(ITEMS.c.id == item_id, ITEMS.c.state.in_(from_states))
+        .where(ITEMS.c.id == bindparam("p_item_id"), ITEMS.c.state.in_(from_states))
         .values(
             state="assigned",
-            owner_agent_id=agent_id,
-            assigned_at=now,
+            owner_agent_id=bindparam("p_agent_id"),
+            assigned_at=bindparam("p_now", type_=ITEMS.c.assigned_at.type),
             times_routed=ITEMS.c.times_routed + 1,
         )
     )
-    return bool(result.rowcount == 1)
 
 
 async def set_item_state(
@@ -467,16 +527,18 @@ class QueueRules:
 # Queues change rarely and every submission needs them: they are cached per process. A change
 # made here clears the cache on commit; other processes see it within QUEUE_CACHE_SECONDS.
 QUEUE_CACHE_SECONDS = 2.0
-_queue_cache: dict[str, Any] = {"expires": 0.0, "queues": ()}
+_queue_cache: ShortLivedCache[tuple[QueueRules, ...]] = ShortLivedCache(
+    "routing.queues", QUEUE_CACHE_SECONDS
+)
 
 
-def forget_queues() -> None:
-    _queue_cache["expires"] = 0.0
+def forget_queues_on_commit(session: AsyncSession) -> None:
+    _queue_cache.forget_on_commit(session)
 
 
 async def active_queues(session: AsyncSession) -> tuple[QueueRules, ...]:
-    now = time.monotonic()
-    if now >= _queue_cache["expires"]:
+    queues = _queue_cache.get("active")
+    if queues is None:
         rows = (
             await session.execute(
                 select(Queue)
@@ -484,9 +546,8 @@ async def active_queues(session: AsyncSession) -> tuple[QueueRules, ...]:
                 .order_by(Queue.priority.desc(), Queue.created_at)
             )
         ).scalars()
-        _queue_cache["queues"] = tuple(QueueRules.of(queue) for queue in rows)
-        _queue_cache["expires"] = now + QUEUE_CACHE_SECONDS
-    queues: tuple[QueueRules, ...] = _queue_cache["queues"]
+        queues = tuple(QueueRules.of(queue) for queue in rows)
+        _queue_cache.put("active", queues)
     return queues
 
 

@@ -6,7 +6,7 @@ import uuid
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 AgentStatus = Literal["available", "away", "offline"]
 Strategy = Literal["least_loaded", "most_available", "round_robin", "longest_idle", "score"]
@@ -33,6 +33,9 @@ class AgentCreate(BaseModel):
 
 
 class AgentUpdate(BaseModel):
+    """PATCH: a field left out keeps its value, null clears it. Quotas, the schedule and the
+    skill/language/region/team lists can be cleared; the other fields cannot be null."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
@@ -48,6 +51,13 @@ class AgentUpdate(BaseModel):
     monthly_quota: int | None = Field(default=None, ge=0)
     schedule: dict[str, Any] | None = None
     is_active: bool | None = None
+
+    @field_validator("name", "capacity", "weight", "attributes", "capacity_by_kind", "is_active")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("Cannot be cleared; leave the field out to keep its value")
+        return value
 
 
 class AgentStatusChange(BaseModel):

@@ -18,7 +18,7 @@ from allot.contexts.routing import repository as repo
 from allot.contexts.routing.engine import Moment
 from allot.contexts.routing.models import Agent, Offer, WorkItem
 from allot.contexts.routing.schemas import SubmitResult
-from allot.kernel.db.engine import dialect_insert
+from allot.kernel.db.engine import insert_ignoring_conflicts
 from allot.kernel.errors import Conflict, NotFound, ValidationFailed
 from allot.kernel.ids import new_id
 
@@ -56,14 +56,9 @@ async def submit(
         times_routed=0,
     )  # fmt: skip
     # One INSERT; a duplicate reference is refused by the unique index, not by a prior SELECT.
-    values = {c.key: getattr(item, c.key) for c in WorkItem.__table__.columns}
-    inserted = await session.execute(
-        dialect_insert(session)(WorkItem)
-        .values(**values)
-        .on_conflict_do_nothing()
-        .returning(WorkItem.id)
-    )
-    if inserted.first() is None:
+    values = {c.key: getattr(item, c.key) for c in repo.ITEMS.columns}
+    inserted: Any = await session.execute(insert_ignoring_conflicts(session, repo.ITEMS), values)
+    if inserted.rowcount != 1:
         raise Conflict(detail=f"Work item {reference!r} was already submitted")
     if queue is None:
         result = await engine.reroute(session, item, at)

@@ -8,9 +8,10 @@ before streaming, and never hold a session while they wait. Admin pages are in a
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
+from babel.dates import format_timedelta
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import RedirectResponse, Response
@@ -25,10 +26,12 @@ from allot.contexts.routing.forms import (
 )
 from allot.contexts.routing.live import BOARD_TOPIC, agent_topic
 from allot.contexts.routing.models import AGENT_STATUSES, Agent
+from allot.contexts.routing.references import ReferenceSummary, describe_references
 from allot.kernel.auth import Principal, require
 from allot.kernel.clock import utcnow
 from allot.kernel.errors import Conflict, NotFound, ValidationFailed
 from allot.kernel.i18n import gettext as _
+from allot.kernel.i18n import locale_var
 from allot.kernel.web.live import get_hub, sse_response
 from allot.kernel.web.routers import view_router
 from allot.kernel.web.templating import is_htmx, render
@@ -59,7 +62,8 @@ def clock_text(seconds: float | None) -> str:
 
 
 def reference_link(reference: str) -> str | None:
-    """Where the page of a referenced record is: `lead:<uuid>` -> /leads/<uuid>."""
+    """Where the page of a referenced record is: `lead:<uuid>` -> /leads/<uuid>. Only for a
+    reference no describer knows (references.py); a describer's summary carries its own link."""
     kind, _, ident = reference.partition(":")
     if kind == "lead":
         try:
@@ -74,32 +78,85 @@ def business_zone(request: Request) -> str:
 
 
 # -- the agent's inbox ------------------------------------------------------------------------
+def age_text(start: datetime | None, now: datetime) -> str:
+    """How long ago, in the reader's language: "5 мин", "2 ч", "3 дн."."""
+    if start is None:
+        return "—"
+    age = max(now - start, timedelta(0))
+    if age < timedelta(minutes=1):
+        return _("under a minute")
+    return format_timedelta(age, format="short", threshold=1.0, locale=locale_var.get())
+
+
+def _work(
+    reference: str,
+    summary: ReferenceSummary | None,
+    *,
+    priority: int,
+    created_at: datetime | None,
+    due_at: datetime | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """What the inbox shows of one offer or item: the record's summary when its context
+    describes it (customer, phone, loan, source), else the bare reference."""
+    start = summary.created_at if summary and summary.created_at else created_at
+    due = due_at or (summary.due_at if summary else None)
+    return {
+        "reference": reference,
+        "title": summary.title if summary else reference,
+        "described": summary is not None,
+        "link": summary.link if summary else reference_link(reference),
+        "phone": summary.phone if summary else None,
+        "product": summary.product if summary else None,
+        "source": summary.source if summary else None,
+        "priority": priority,
+        "created_at": start,
+        "age": age_text(start, now),
+        "due_at": due,
+        "overdue": due is not None and due < now,
+    }
+
+
 async def _inbox_context(session: AsyncSession, agent: Agent | None) -> dict[str, Any]:
     if agent is None:
         return {"agent": None}
     now = utcnow()
+    offer_rows = await service.pending_offers_of(session, agent.id)
+    item_rows = await service.open_items_of(session, agent.id)
+    summaries = await describe_references(
+        session, [row.reference for row in offer_rows] + [item.reference for item in item_rows]
+    )
     offers = [
         {
+            **_work(
+                row.reference,
+                summaries.get(row.reference),
+                priority=row.priority,
+                created_at=None,
+                due_at=None,
+                now=now,
+            ),
             "id": row.id,
-            "reference": row.reference,
             "kind": row.kind,
-            "link": reference_link(row.reference),
             "seconds_left": seconds_between(now, row.expires_at),
             "expires_at": row.expires_at,
         }
-        for row in await service.pending_offers_of(session, agent.id)
+        for row in offer_rows
     ]
     items = [
         {
-            "reference": item.reference,
+            **_work(
+                item.reference,
+                summaries.get(item.reference),
+                priority=item.priority,
+                created_at=item.created_at,
+                due_at=item.first_response_due_at if item.first_response_at is None else None,
+                now=now,
+            ),
             "kind": item.kind,
-            "link": reference_link(item.reference),
             "assigned_at": item.assigned_at,
-            "first_response_due_at": item.first_response_due_at
-            if item.first_response_at is None
-            else None,
         }
-        for item in await service.open_items_of(session, agent.id)
+        for item in item_rows
     ]
     return {
         "agent": agent,

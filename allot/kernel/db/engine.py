@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session
 
+from allot.kernel.cache import forget_all_caches
 from allot.kernel.db import sqlite_inline
 
 
@@ -63,6 +64,16 @@ async def backoff_before_retry(attempt: int) -> None:
     await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # decorrelate the contenders
 
 
+async def yield_to_waiters() -> None:
+    """Give the event loop one turn after a unit of work released its connection.
+
+    On SQLite nothing on the writer suspends, so a busy task could release the one writer
+    connection and take it back at once, unit after unit, while other tasks wait in the pool's
+    queue (the pool hands the connection to whoever asks first, not to the longest waiter).
+    One turn here lets the waiter that was woken take it: the writer is shared fairly."""
+    await asyncio.sleep(0)
+
+
 class AllotSession(Session):
     """Sync session class behind our AsyncSessions; carries after-commit hooks in `info`."""
 
@@ -74,6 +85,23 @@ def dialect_insert(session: AsyncSession | Session) -> Any:
 
     bind = session.bind
     return pg_insert if bind is not None and bind.dialect.name == "postgresql" else sqlite_insert
+
+
+_insert_ignoring_cache: dict[tuple[str, str], Any] = {}
+
+
+def insert_ignoring_conflicts(session: AsyncSession | Session, table: Any) -> Any:
+    """`INSERT INTO table ... ON CONFLICT DO NOTHING`, built once per dialect and table; run it
+    with a parameter dict (`session.execute(statement, values)`). Built once because building
+    and hashing a statement costs more than executing it on the intake path."""
+    bind = session.bind
+    dialect = bind.dialect.name if bind is not None else "sqlite"
+    key = (dialect, table.name)
+    statement = _insert_ignoring_cache.get(key)
+    if statement is None:
+        statement = dialect_insert(session)(table).on_conflict_do_nothing()
+        _insert_ignoring_cache[key] = statement
+    return statement
 
 
 def on_commit(session: AsyncSession | Session, callback: Callable[[], None]) -> None:
@@ -121,6 +149,8 @@ class Database:
         read_pool_size: int = 4,
         echo: bool = False,
     ) -> None:
+        forget_all_caches()  # values cached from another database must not leak into this one
+        self._turn: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self.url = normalize_url(url)
         self.dialect = make_url(self.url).get_backend_name()
         if self.dialect == "sqlite":
@@ -188,13 +218,36 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """The unit of work outside HTTP (jobs, handlers, CLI): commit on success, else rollback."""
-        async with self._write_sessions() as session:
-            try:
-                yield session
-                await session.commit()
-            except BaseException:
-                await session.rollback()
-                raise
+        await self.take_writer_turn()
+        try:
+            async with self._write_sessions() as session:
+                try:
+                    yield session
+                    await session.commit()
+                except BaseException:
+                    await session.rollback()
+                    raise
+        finally:
+            self.end_writer_turn()
+            await yield_to_waiters()
+
+    # SQLite has one writer connection. Its pool hands it to whoever asks first, so under load a
+    # newcomer can take it again and again ahead of a unit of work that has waited for seconds.
+    # The turn is a FIFO lock taken before the connection: units of work write in arrival
+    # order. (asyncio.Lock lets no newcomer past a queued waiter.) PostgreSQL needs none.
+    async def take_writer_turn(self) -> None:
+        if self.is_sqlite:
+            await self._writer_turn().acquire()
+
+    def end_writer_turn(self) -> None:
+        if self.is_sqlite:
+            self._writer_turn().release()
+
+    def _writer_turn(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._turn is None or self._turn[0] is not loop:
+            self._turn = (loop, asyncio.Lock())  # a lock serves one event loop
+        return self._turn[1]
 
     async def run(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """Run `work` as one unit of work, retried from scratch on a deadlock or serialization

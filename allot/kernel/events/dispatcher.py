@@ -2,8 +2,10 @@
 
 Guarantees (the broker relay of a later issue keeps the same ones):
 - an event reaches consumers only after the transaction that wrote it committed;
-- each consumer runs in its own unit of work and records `(consumer, event id)` in the inbox in
-  that same transaction, so a retry or a second dispatcher never applies an effect twice;
+- each consumer runs in its own unit of work (one per consumer and claimed batch; if one event
+  fails, the batch is rolled back and applied event by event) and records `(consumer, event id)`
+  in the inbox in that same transaction, so a retry or a second dispatcher never applies an
+  effect twice;
 - a failing consumer is retried with exponential backoff; after `max_attempts` the event is
   marked `dead` (kept, visible, replayable) and the others keep flowing;
 - the payload a consumer sees was read back from the JSON column, exactly as a broker would
@@ -17,13 +19,11 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.kernel import context
 from allot.kernel.clock import utcnow
-from allot.kernel.db.engine import Database
+from allot.kernel.db.engine import Database, insert_ignoring_conflicts
 from allot.kernel.events.models import InboxEntry, OutboxEvent
 from allot.kernel.events.outbox import Event, add_commit_listener, remove_commit_listener
 from allot.kernel.events.registry import Consumer, ConsumerRegistry, registry
@@ -33,6 +33,7 @@ from allot.kernel.loops import WakeableLoop
 log = get_logger(__name__)
 
 CLAIM_SECONDS = 60
+INBOX_TABLE: Any = InboxEntry.__table__
 
 
 def backoff_seconds(attempt: int, base: float = 1.0, cap: float = 300.0) -> float:
@@ -42,14 +43,8 @@ def backoff_seconds(attempt: int, base: float = 1.0, cap: float = 300.0) -> floa
 
 async def mark_applied(session: AsyncSession, consumer: str, event_id: Any) -> bool:
     """Insert the inbox row; False when this consumer already applied this event."""
-    dialect = session.bind.dialect.name if session.bind else "sqlite"
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = (
-        insert(InboxEntry)
-        .values(consumer=consumer, message_id=event_id, received_at=utcnow())
-        .on_conflict_do_nothing()
-    )
-    result: Any = await session.execute(stmt)
+    values = {"consumer": consumer, "message_id": event_id, "received_at": utcnow()}
+    result: Any = await session.execute(insert_ignoring_conflicts(session, INBOX_TABLE), values)
     return bool(result.rowcount == 1)
 
 
@@ -123,28 +118,57 @@ class Dispatcher:
 
     async def dispatch_batch(self) -> int:
         events = await self._claim()
+        if not events:
+            return 0
+        failures: dict[Any, str] = {}
+        for consumer, its_events in self._by_consumer(events):
+            await self._deliver(consumer, its_events, failures)
+        delivered = [event.id for event in events if event.id not in failures]
+        if delivered:
+            # One UPDATE for the batch. Should the process die before it, the claim runs out and
+            # the events are dispatched again: durable consumers skip them (inbox), the others
+            # are harmless to repeat by definition.
+            async with self.database.transaction() as session:
+                await session.execute(
+                    update(OutboxEvent)
+                    .where(OutboxEvent.id.in_(delivered))
+                    .values(status="dispatched", dispatched_at=utcnow(), claimed_until=None)
+                )
         for event in events:
-            await self._dispatch(event)
+            if event.id in failures:
+                await self._reschedule(event, failures[event.id])
         return len(events)
 
-    async def _dispatch(self, event: Event) -> None:
-        failure: str | None = None
-        for consumer in self.consumers.consumers_for(event.type):
+    def _by_consumer(self, events: list[Event]) -> list[tuple[Consumer, list[Event]]]:
+        """Each consumer with its events of the batch, in outbox order."""
+        grouped: dict[str, tuple[Consumer, list[Event]]] = {}
+        for event in events:
+            for consumer in self.consumers.consumers_for(event.type):
+                grouped.setdefault(consumer.name, (consumer, []))[1].append(event)
+        return list(grouped.values())
+
+    async def _deliver(
+        self, consumer: Consumer, events: list[Event], failures: dict[Any, str]
+    ) -> None:
+        """All of a consumer's events in one unit of work; if any fails, that unit rolls back
+        and they are applied one by one, so only the failing events are retried."""
+        if len(events) > 1:
+            try:
+                await self.apply_many(consumer, events)
+                return
+            except Exception:
+                log.warning("batch apply failed; applying one by one", consumer=consumer.name)
+        for event in events:
             try:
                 await self.apply(consumer, event)
             except Exception as exc:
-                failure = f"{consumer.name}: {type(exc).__name__}: {exc}"
+                failures[event.id] = f"{consumer.name}: {type(exc).__name__}: {exc}"
                 log.exception(
                     "event handler failed", consumer=consumer.name, event_id=str(event.id)
                 )
+
+    async def _reschedule(self, event: Event, failure: str) -> None:
         async with self.database.transaction() as session:
-            if failure is None:
-                await session.execute(
-                    update(OutboxEvent)
-                    .where(OutboxEvent.id == event.id)
-                    .values(status="dispatched", dispatched_at=utcnow(), claimed_until=None)
-                )
-                return
             row = await session.get(OutboxEvent, event.id)
             assert row is not None
             row.attempts += 1
@@ -157,12 +181,22 @@ class Dispatcher:
 
     async def apply(self, consumer: Consumer, event: Event) -> bool:
         """Apply one event for one consumer, at most once. Returns False if it was a repeat."""
-        with context.bound(correlation_id=event.correlation_id):
-            async with self.database.transaction() as session:
-                if consumer.durable and not await mark_applied(session, consumer.name, event.id):
-                    return False
-                await consumer.handler(session, event)
-                return True
+        return await self.apply_many(consumer, [event]) == 1
+
+    async def apply_many(self, consumer: Consumer, events: list[Event]) -> int:
+        """Apply events for one consumer in one unit of work, each at most once (inbox).
+        Returns how many were applied (repeats are skipped)."""
+        applied = 0
+        async with self.database.transaction() as session:
+            for event in events:
+                with context.bound(correlation_id=event.correlation_id):
+                    if consumer.durable and not await mark_applied(
+                        session, consumer.name, event.id
+                    ):
+                        continue
+                    await consumer.handler(session, event)
+                    applied += 1
+        return applied
 
 
 async def pending_count(session: AsyncSession) -> int:

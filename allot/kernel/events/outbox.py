@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.kernel import context
 from allot.kernel.clock import utcnow
+from allot.kernel.db.deferred import defer_insert
 from allot.kernel.db.engine import on_commit
 from allot.kernel.events.models import OutboxEvent
 from allot.kernel.ids import new_id
+
+OUTBOX_TABLE = cast(Table, OutboxEvent.__table__)
 
 # Called (synchronously, in the event loop) after a transaction that wrote events commits.
 _commit_listeners: list[Callable[[], None]] = []
@@ -64,6 +68,52 @@ class Event:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """One event for `publish_many`; the same fields `publish` takes as keywords."""
+
+    type: str
+    aggregate_type: str
+    aggregate_id: str | uuid.UUID
+    payload: dict[str, Any]
+    schema_version: int = 1
+
+
+def _outbox_rows(events: Iterable[NewEvent]) -> list[dict[str, Any]]:
+    """Outbox rows for events written now: `occurred_at`, `schema_version` and `correlation_id`
+    join every payload, the request's and actor's ids every header."""
+    now = utcnow()
+    occurred_at = now.isoformat()
+    correlation_id = context.current_correlation_id()
+    actor = context.current_actor()
+    headers = {
+        "correlation_id": correlation_id,
+        "request_id": context.current_request_id(),
+        "actor_kind": actor.kind,
+        "actor_id": str(actor.id) if actor.id else None,
+    }
+    return [
+        {
+            "id": new_id(),
+            "aggregatetype": event.aggregate_type,
+            "aggregateid": str(event.aggregate_id),
+            "type": event.type,
+            "payload": {
+                **event.payload,
+                "occurred_at": occurred_at,
+                "schema_version": event.schema_version,
+                "correlation_id": correlation_id,
+            },
+            "headers": headers,
+            "created_at": now,
+            "next_attempt_at": now,
+            "status": "pending",
+            "attempts": 0,
+        }
+        for event in events
+    ]
+
+
 async def publish(
     session: AsyncSession,
     *,
@@ -78,33 +128,20 @@ async def publish(
     `payload` must be JSON-serialisable facts (ids as strings); `occurred_at`, `schema_version`
     and `correlation_id` are added here so every event carries them.
     """
-    event_id = new_id()
-    now = utcnow()
-    correlation_id = context.current_correlation_id()
-    actor = context.current_actor()
-    body = {
-        **payload,
-        "occurred_at": now.isoformat(),
-        "schema_version": schema_version,
-        "correlation_id": correlation_id,
-    }
-    headers = {
-        "correlation_id": correlation_id,
-        "request_id": context.current_request_id(),
-        "actor_kind": actor.kind,
-        "actor_id": str(actor.id) if actor.id else None,
-    }
-    session.add(
-        OutboxEvent(
-            id=event_id,
-            aggregatetype=aggregate_type,
-            aggregateid=str(aggregate_id),
-            type=type,
-            payload=body,
-            headers=headers,
-            created_at=now,
-            next_attempt_at=now,
-        )
-    )
+    (row,) = _outbox_rows([NewEvent(type, aggregate_type, aggregate_id, payload, schema_version)])
+    # Deferred: the rows of a unit of work go in with one INSERT at commit (see db.deferred).
+    defer_insert(session, OUTBOX_TABLE, row)
     on_commit(session, _notify_listeners)
+    event_id: uuid.UUID = row["id"]
     return event_id
+
+
+async def publish_many(session: AsyncSession, events: Iterable[NewEvent]) -> list[uuid.UUID]:
+    """`publish` for bulk work (imports): the same outbox rows, written now with one executemany
+    INSERT in the caller's transaction. Returns the event ids."""
+    rows = _outbox_rows(events)
+    if rows:
+        await session.execute(insert(OUTBOX_TABLE), rows)
+        on_commit(session, _notify_listeners)
+    ids: list[uuid.UUID] = [row["id"] for row in rows]
+    return ids

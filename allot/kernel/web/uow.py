@@ -21,6 +21,7 @@ from allot.kernel.db.engine import (
     Database,
     backoff_before_retry,
     is_retryable,
+    yield_to_waiters,
 )
 
 
@@ -33,7 +34,9 @@ async def write_session(request: Request) -> AsyncSession:
     """The request's read-write session (the SQLite writer, or a PostgreSQL connection)."""
     session: AsyncSession | None = getattr(request.state, "write_session", None)
     if session is None:
-        session = get_database(request).write_session()
+        database = get_database(request)
+        await database.take_writer_turn()  # released by finish_request
+        session = database.write_session()
         request.state.write_session = session
     return session
 
@@ -78,10 +81,15 @@ async def finish_request(request: Request, response: Response | None) -> None:
     finally:
         request.state.write_session = None
         request.state.read_session = None
-        if write is not None:
-            await write.close()
-        if read is not None:
-            await read.close()
+        try:
+            if write is not None:
+                await write.close()
+            if read is not None:
+                await read.close()
+        finally:
+            if write is not None:
+                get_database(request).end_writer_turn()
+                await yield_to_waiters()
 
 
 class UnitOfWorkRoute(APIRoute):

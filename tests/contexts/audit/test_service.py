@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import delete, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from allot.contexts import audit
@@ -83,15 +83,24 @@ async def test_a_rolled_back_change_leaves_no_entry(database):
     assert await all_entries(database) == []
 
 
-async def test_record_costs_one_insert_and_nothing_else(database):
+async def test_entries_of_a_unit_of_work_cost_one_insert_at_commit(database):
+    with count_queries(database) as queries:
+        async with database.transaction() as session:
+            for n in range(3):
+                await audit.record(
+                    session, action="x.created", object_type="x", object_id=str(n), after={"a": n}
+                )
+            assert queries.statements == []  # deferred to the commit
+    inserts = [s for s in queries.statements if s.lstrip().upper().startswith("INSERT")]
+    assert len(inserts) == 1
+    assert len(await all_entries(database)) == 3
+
+
+async def test_a_read_in_the_same_transaction_sees_deferred_entries(database):
     async with database.transaction() as session:
-        with count_queries(database) as queries:
-            await audit.record(
-                session, action="x.created", object_type="x", object_id="1", after={"a": 1}
-            )
-            await session.flush()
-    assert len(queries.statements) == 1
-    assert queries.statements[0].lstrip().upper().startswith("INSERT")
+        await audit.record(session, action="x.created", object_type="x", object_id="1")
+        found = await session.scalar(select(func.count()).select_from(AuditEntry))
+    assert found == 1
 
 
 async def test_values_are_stored_json_safe(database):
