@@ -97,7 +97,18 @@ async def run(args: argparse.Namespace) -> None:
         print(f"  preloaded {args.preload} leads in {time.perf_counter() - started:.0f} s")
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "allot", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "allot",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -137,7 +148,8 @@ async def run(args: argparse.Namespace) -> None:
             result = drive(base, token, clients, args.seconds)
             ratio = result["placed_per_s"] / BASELINE[state]
             print(
-                f"  {args.backend}, {clients:>2} clients, {state} ({args.preload} stored): "
+                f"  {args.backend} x{args.workers}, {clients:>2} clients, {state} "
+                f"({args.preload} stored): "
                 f"{result['placed_per_s']:.0f} leads placed/s ({ratio:.1f}x baseline "
                 f"{BASELINE[state]:.0f}/s), p50 {result['p50_ms']:.1f} ms, "
                 f"p99 {result['p99_ms']:.1f} ms, {result['refused']:.0f} not placed, "
@@ -171,6 +183,7 @@ def main() -> None:
         "--clients", type=lambda v: [int(x) for x in v.split(",")], default=[1, 8, 32]
     )
     parser.add_argument("--preload", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1, help="server processes (PostgreSQL)")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     asyncio.run(run(args))

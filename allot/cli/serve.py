@@ -48,9 +48,15 @@ def prepare_schema(url: str, *, migrate_postgres: bool) -> None:
         console.print(f"Database schema upgraded from {state.current} to {state.head}.")
 
 
-def run_server(*, host: str, port: int, reload: bool, migrate: bool) -> None:
+def run_server(*, host: str, port: int, reload: bool, migrate: bool, workers: int = 1) -> None:
     settings = load_settings()
+    is_sqlite = make_url(settings.resolved_database_url).get_backend_name() == "sqlite"
     with user_errors():
+        if workers > 1 and (is_sqlite or reload):
+            fail(
+                "--workers needs PostgreSQL (SQLite has one writer, so one process serves it "
+                "best) and cannot be combined with --reload"
+            )
         prepare_schema(settings.resolved_database_url, migrate_postgres=migrate)
     console.print(f"Allot is serving on http://{host}:{port}/ (Ctrl+C stops it).")
     uvicorn.run(
@@ -63,6 +69,9 @@ def run_server(*, host: str, port: int, reload: bool, migrate: bool) -> None:
         # Logging is configured by the app (JSON lines, personal data masked), uvicorn's included.
         log_config=None,
         proxy_headers=True,
+        # Each worker is a whole Allot process (API, dispatcher, timers); outbox claims and
+        # timer firing are conditional, so workers share the work without doing it twice.
+        workers=workers if workers > 1 else None,
     )
 
 
@@ -73,6 +82,9 @@ def serve(
     migrate: Annotated[
         bool, typer.Option(help="Apply pending migrations on PostgreSQL before serving")
     ] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Server processes (PostgreSQL only; one per core)")
+    ] = 1,
 ) -> None:
     """Serve the API and the web UI, with the event dispatcher and timers in-process."""
-    run_server(host=host, port=port, reload=reload, migrate=migrate)
+    run_server(host=host, port=port, reload=reload, migrate=migrate, workers=workers)

@@ -139,3 +139,9 @@ def test_python_dash_m_allot_runs_the_cli() -> None:
     assert result.returncode == 0, result.stderr
     for command in ("serve", "migrate", "users", "tokens", "demo", "check"):
         assert command in result.stdout
+
+
+def test_serve_refuses_several_workers_on_sqlite(cli: Invoke) -> None:
+    result = cli("serve", "--workers", "2", "--port", "1")
+    assert result.exit_code != 0
+    assert "--workers needs PostgreSQL" in result.output

@@ -34,7 +34,7 @@ from allot.kernel.i18n import N_
 from allot.kernel.logging import get_logger
 
 from . import import_jobs
-from .bulk_intake import create_leads_bulk
+from .bulk_intake import StatisticsKeeper, create_leads_bulk
 from .import_jobs import MAX_STORED_REJECTS
 from .intake import MAX_ATTRIBUTE_KEY, NewLead, validate_new_lead
 
@@ -376,6 +376,7 @@ class _Runner:
         self.file_name = file_name
         self.on_progress = on_progress
         self.progress = Progress()
+        self.statistics = StatisticsKeeper(database)
         self.stored: list[dict[str, Any]] = []
         self.external_id_label = "external_id"
 
@@ -514,6 +515,7 @@ async def run_import(
                 batch.valid.append((line, parsed))
             if batch.rows >= batch_size:
                 await runner.commit(batch)
+                await runner.statistics.wrote(len(batch.valid))
                 batch = _Batch()
         if batch.rows:
             await runner.commit(batch)

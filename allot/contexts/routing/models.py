@@ -182,12 +182,14 @@ class WorkItem(IdMixin, Base):
     times_routed: Mapped[int] = mapped_column(Integer, default=0)
 
     __table_args__ = (
-        # The backlog head per queue: highest priority, then oldest.
+        # The backlog head per queue: highest priority, then oldest (id breaks ties), in the
+        # index's own order, so the head is read without sorting the backlog.
         Index(
             "ix_routing_items_waiting",
             "queue_id",
             text("priority DESC"),
             "enqueued_at",
+            "id",
             postgresql_where=text("state = 'waiting'"),
             sqlite_where=text("state = 'waiting'"),
         ),

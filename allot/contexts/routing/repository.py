@@ -12,6 +12,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Integer,
     Table,
     and_,
     bindparam,
@@ -92,6 +93,10 @@ async def top_candidates(
     ][:limit]
 
 
+def _literal_limit(value: int | None = None) -> Any:
+    return bindparam("p_limit", value, type_=Integer(), literal_execute=True)
+
+
 # The intake path's statements are built once (functools.cache) and run with bound parameters:
 # building and hashing a statement costs more than SQLite takes to run it.
 @functools.cache
@@ -121,7 +126,10 @@ def _candidates_statement(strategy: str, with_attributes: bool) -> Any:
             ),
         )
         .order_by(*_ORDER[strategy])
-        .limit(bindparam("p_limit"))
+        # Rendered into the SQL, not sent as a parameter: PostgreSQL's generic plan for a
+        # prepared statement with an unknown LIMIT sorts the whole range instead of walking the
+        # index and stopping.
+        .limit(_literal_limit())
     )
 
 
@@ -464,27 +472,52 @@ async def pending_offers_for_agent(session: AsyncSession, agent_id: uuid.UUID) -
 
 
 async def next_backlog_item(session: AsyncSession, agent_id: uuid.UUID, spare: int) -> Any | None:
-    """The best waiting item (priority, then age) in any queue the agent belongs to."""
-    stmt = (
-        select(ITEMS.c.id, ITEMS.c.queue_id)
-        .join(MEMBERS, MEMBERS.c.queue_id == ITEMS.c.queue_id)
+    """The best waiting item (priority, then age) in any queue the agent belongs to.
+
+    One probe per queue of the agent (a few), each the head of that queue's partial index
+    `ix_routing_items_waiting`; a single query over all the agent's queues made SQLite scan and
+    sort every waiting item instead."""
+    queue_ids = (
+        await session.execute(_agent_queues_statement(), {"p_agent_id": agent_id})
+    ).scalars()
+    best: Any | None = None
+    for queue_id in queue_ids:
+        params = {"p_queue_id": queue_id, "p_agent_id": agent_id, "p_spare": spare}
+        head = (await session.execute(_queue_head_statement(), params)).first()
+        if head is not None and (best is None or _backlog_order(head) < _backlog_order(best)):
+            best = head
+    return best
+
+
+def _backlog_order(row: Any) -> tuple[Any, ...]:
+    return (-row.priority, row.enqueued_at, row.id)
+
+
+@functools.cache
+def _agent_queues_statement() -> Any:
+    return select(MEMBERS.c.queue_id).where(MEMBERS.c.agent_id == bindparam("p_agent_id"))
+
+
+@functools.cache
+def _queue_head_statement() -> Any:
+    return (
+        select(ITEMS.c.id, ITEMS.c.queue_id, ITEMS.c.priority, ITEMS.c.enqueued_at)
         .where(
-            MEMBERS.c.agent_id == agent_id,
+            ITEMS.c.queue_id == bindparam("p_queue_id"),
             ITEMS.c.state == "waiting",
-            ITEMS.c.weight <= spare,
+            ITEMS.c.weight <= bindparam("p_spare"),
             ~exists().where(
                 OFFERS.c.item_id == ITEMS.c.id,
-                OFFERS.c.agent_id == agent_id,
+                OFFERS.c.agent_id == bindparam("p_agent_id"),
                 OFFERS.c.status.in_(EXCLUDING_OFFER_STATUSES),
             ),
         )
         .order_by(ITEMS.c.priority.desc(), ITEMS.c.enqueued_at, ITEMS.c.id)
-        .limit(1)
+        .limit(_literal_limit(1))  # see _candidates_statement
         # Item before agent, like every other path; an item another transaction is placing is
         # skipped rather than waited for (PostgreSQL; SQLite's single writer needs neither).
         .with_for_update(skip_locked=True, of=ITEMS)
     )
-    return (await session.execute(stmt)).first()
 
 
 async def open_items_of_agent(session: AsyncSession, agent_id: uuid.UUID) -> list[Any]:

@@ -60,6 +60,24 @@ async def test_an_agent_coming_online_takes_the_backlog(database, clock):
     await assert_invariants(database)
 
 
+async def test_the_backlog_head_is_chosen_across_all_of_an_agents_queues(database, clock):
+    await make_queue(database, work_kinds=["lead"])
+    await make_queue(database, work_kinds=["call"])
+    vera = await make_agent(database, capacity=2, status="offline")
+    await submit(database, kind="lead", reference="lead:old-low", priority=0)
+    clock.advance(1)
+    await submit(database, kind="call", reference="call:new-high", priority=5)
+    clock.advance(1)
+    await submit(database, kind="lead", reference="lead:newer-low", priority=0)
+    await set_status(database, vera.id, "available")
+    by_ref = {i.reference: i for i in await items(database)}
+    # priority first (from the other queue), then the older of the equal ones
+    assert by_ref["call:new-high"].owner_agent_id == vera.id
+    assert by_ref["lead:old-low"].owner_agent_id == vera.id
+    assert by_ref["lead:newer-low"].state == "waiting"
+    await assert_invariants(database)
+
+
 async def test_nobody_unavailable_or_outside_the_queue_gets_work(database, clock):
     await make_queue(database, member_expression='"loans" in skills and region == "msk"')
     away = await make_agent(database, status="away", attributes={"region": "msk"})
