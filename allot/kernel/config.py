@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     max_request_body_bytes: int = 1_048_576
+    max_upload_bytes: int = Field(
+        default=100 * 1_048_576,
+        description="Body limit of the endpoints that take files (registered with allow_upload)",
+    )
     session_cookie_secure: bool | None = Field(
         default=None,
         description="Secure cookie flag; None: set when the request came over HTTPS",

@@ -21,6 +21,7 @@ from typing import Any
 
 from allot.contexts import routing
 from allot.kernel.i18n import N_
+from allot.kernel.web.middleware import allow_upload
 from allot.kernel.web.nav import NavItem, register_nav
 
 from . import events
@@ -34,6 +35,9 @@ def install(app: Any) -> None:
     register_nav(
         NavItem(key="leads", label=N_("Leads"), href="/leads", permission=LEADS_READ, order=10)
     )
+    # CSV files are bigger than API bodies: these two take up to ALLOT_MAX_UPLOAD_BYTES.
+    allow_upload("/leads/import")
+    allow_upload("/api/v1/lead-imports")
     # The inbox shows an offered or assigned lead by its customer, phone and loan.
     routing.register_reference_describer("lead", describe_leads)
 

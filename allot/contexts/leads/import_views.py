@@ -111,7 +111,7 @@ def visible(job: ImportJob | None, principal: Principal) -> ImportJob:
 
 
 def max_upload_bytes(request: Request) -> int:
-    return int(request.app.state.settings.max_request_body_bytes)
+    return int(request.app.state.settings.max_upload_bytes)
 
 
 def check_source(source: str) -> str | None:

@@ -99,20 +99,35 @@ class RequestContextMiddleware:
             correlation_id_var.reset(correlation_token)
 
 
+# Paths (exact) whose POST bodies are files: they get `max_upload_bytes` instead of the
+# ordinary limit. A context registers its upload endpoints in `install(app)`.
+_upload_paths: set[str] = set()
+
+
+def allow_upload(path: str) -> None:
+    _upload_paths.add(path)
+
+
 class BodySizeLimitMiddleware:
     """Refuses bodies over the limit with 413, whether Content-Length says so or the stream does."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_upload_bytes: int | None = None) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.ordinary_max_bytes = max_bytes
+        self.max_upload_bytes = max_upload_bytes or max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        upload = scope.get("method") == "POST" and scope.get("path") in _upload_paths
+        max_bytes = self.max_upload_bytes if upload else self.ordinary_max_bytes
+        await self._limited(scope, receive, send, max_bytes)
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
         declared = _header(scope, "content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _send_problem(send, self.max_bytes)
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            await _send_problem(send, max_bytes)
             return
         received = 0
         exceeded = False
@@ -122,9 +137,9 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     exceeded = True
-                    raise PayloadTooLarge(detail=f"The body exceeds {self.max_bytes} bytes")
+                    raise PayloadTooLarge(detail=f"The body exceeds {max_bytes} bytes")
             return message
 
         # Frameworks turn an error while reading the body into their own 400; whatever the app
@@ -137,7 +152,7 @@ class BodySizeLimitMiddleware:
                 await send(message)
             elif not replaced:
                 replaced = True
-                await _send_problem(send, self.max_bytes)
+                await _send_problem(send, max_bytes)
 
         await self.app(scope, limited_receive, guarded_send)
 

@@ -105,3 +105,24 @@ async def test_imports_show_to_their_owner_and_managers_only(
     )  # fmt: skip
     assert refused.status_code == 422
     assert refused.json()["errors"][0]["field"] == "body.source"
+
+
+async def test_a_file_bigger_than_an_api_body_is_taken_by_the_upload_endpoints_only(
+    client: Any, database: Any, app: Any, manager: dict[str, str]
+) -> None:
+    await lead_desk(database)
+    limit = app.state.settings.max_request_body_bytes
+    rows = "".join(f"Клиент {n};+7912{n:07d}\n" for n in range(limit // 20 + 10))
+    big = ("ФИО;Телефон\n" + rows).encode()
+    assert limit < len(big) < app.state.settings.max_upload_bytes
+    started = await client.post(
+        "/api/v1/lead-imports", files={"file": ("big.csv", big, "text/csv")}, headers=manager
+    )
+    assert started.status_code == 202
+    await wait_for(uuid.UUID(started.json()["id"]))
+    elsewhere = await client.post(
+        "/api/v1/leads",
+        content=big,
+        headers={**manager, "Content-Type": "application/json"},
+    )
+    assert elsewhere.status_code == 413
