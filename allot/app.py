@@ -144,15 +144,20 @@ def create_app(
     app.include_router(docs.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
-    for context_name in load_contexts():
+    contexts = load_contexts()
+    for context_name in contexts:
         package = importlib.import_module(f"allot.contexts.{context_name}")
         install = getattr(package, "install", None)
         if install is not None:  # e.g. identity installs the authenticator
             install(app)
-        for part in ("api", "import_api", "views"):  # import_api: leads' CSV imports
-            module = _optional_module(f"allot.contexts.{context_name}.{part}")
-            if module is not None:
-                app.include_router(module.router)
+    # Every JSON router before any page router: routes are matched in order, and an API call
+    # should not be compared with every page of every context first.
+    for parts in (("api", "import_api"), ("views",)):  # import_api: leads' CSV imports
+        for context_name in contexts:
+            for part in parts:
+                module = _optional_module(f"allot.contexts.{context_name}.{part}")
+                if module is not None:
+                    app.include_router(module.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
