@@ -41,7 +41,7 @@ from allot.kernel.ids import new_id
 
 from . import events
 from . import repository as repo
-from .intake import LEAD_KIND, NewLead, _lead_row, _routing_attributes
+from .intake import LEAD_KIND, NewLead, lead_row, routing_attributes
 from .models import DEFAULT_FIRST_RESPONSE_SECONDS, Activity, Lead
 from .pipeline import DEFAULT_PIPELINE, ensure_seeded
 
@@ -244,7 +244,7 @@ async def _take_in(
             routing.NewItem(
                 reference=f"lead:{row.lead_id}",
                 kind=LEAD_KIND,
-                attributes=_routing_attributes(row.new),
+                attributes=routing_attributes(row.new),
                 priority=row.new.priority,
                 weight=1,
                 first_response_due_at=settings[row.new.source][1],
@@ -267,7 +267,7 @@ async def _take_in(
     for row, customer_id, placed in zip(accepted, customer_ids, routed, strict=True):
         status, due = settings[row.new.source]
         agent_id = placed.agent_id if placed.state == "assigned" else None
-        values = _lead_row(row.lead_id, row.new, customer_id, status, agent_id, due, now)
+        values = lead_row(row.lead_id, row.new, customer_id, status, agent_id, due, now)
         leads.append(values)
         result.lead_ids[row.index] = row.lead_id
         if placed.state == "assigned":

@@ -10,13 +10,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.contexts import customers, routing
 from allot.kernel.i18n import gettext as _
 from allot.kernel.web.templating import format_money
 
+from . import repository as repo
 from .models import Lead
 
 PREFIX = "lead"
@@ -48,9 +48,7 @@ async def describe_leads(
     wanted = {lead_id: ref for ref in references if (lead_id := _lead_id(ref)) is not None}
     if not wanted:
         return {}
-    # Read-only lookup by primary key for the inbox (leads' repository keeps the lists' SQL).
-    rows = await session.execute(select(Lead).where(Lead.id.in_(list(wanted))))
-    found = list(rows.scalars())
+    found = await repo.leads_by_ids(session, wanted)
     cards = await customers.get_customers(session, list({lead.customer_id for lead in found}))
     summaries: dict[str, routing.ReferenceSummary] = {}
     for lead in found:

@@ -217,12 +217,12 @@ async def create_lead(
         session,
         reference=f"lead:{lead_id}",
         kind=LEAD_KIND,
-        attributes=_routing_attributes(new),
+        attributes=routing_attributes(new),
         priority=new.priority,
         weight=1,
         first_response_due_at=due,
     )
-    values = _lead_row(lead_id, new, customer.id, initial, routed.agent_id, due, now)
+    values = lead_row(lead_id, new, customer.id, initial, routed.agent_id, due, now)
     # The dedup check is this INSERT itself (no lookup first): a duplicate has done the customer
     # and routing work in vain, but the Conflict rolls all of it back, and the common, unique
     # lead pays no extra round trip.
@@ -235,7 +235,7 @@ async def create_lead(
     return lead
 
 
-def _routing_attributes(new: NewLead) -> dict[str, Any]:
+def routing_attributes(new: NewLead) -> dict[str, Any]:
     # Queue rules and scorers match on these; the lead's own facts win over custom keys.
     return {
         **new.attributes,
@@ -246,7 +246,7 @@ def _routing_attributes(new: NewLead) -> dict[str, Any]:
     }
 
 
-def _lead_row(
+def lead_row(
     lead_id: uuid.UUID,
     new: NewLead,
     customer_id: uuid.UUID,

@@ -77,6 +77,11 @@ async def get_lead(session: AsyncSession, lead_id: uuid.UUID) -> Lead | None:
     return await session.get(Lead, lead_id)
 
 
+async def leads_by_ids(session: AsyncSession, lead_ids: Iterable[uuid.UUID]) -> list[Lead]:
+    rows = await session.execute(select(Lead).where(Lead.id.in_(list(lead_ids))))
+    return list(rows.scalars())
+
+
 async def update_lead(
     session: AsyncSession, lead_id: uuid.UUID, *where: Any, **values: Any
 ) -> bool:
