@@ -12,6 +12,10 @@ Invariants:
 - D2 read-your-writes: a SELECT, UPDATE or DELETE in the same session that touches a table
   with deferred rows writes them first, so nothing in the transaction sees (or misses, when
   moving rows from one card to another) the table without its own rows.
+
+Savepoints: nothing uses them yet. Whoever adds `begin_nested()` must call `write_deferred`
+before it and drop the buffer when the savepoint rolls back, or rows deferred inside a
+rolled-back savepoint would still be written at commit.
 """
 
 from __future__ import annotations
