@@ -30,7 +30,7 @@ from allot.kernel.events.outbox import NewEvent, publish_many
 from allot.kernel.ids import new_id
 
 from . import engine, events
-from . import repository as repo
+from . import queue_catalog as catalog
 from .engine import Moment
 from .repository import AGENTS, ITEMS, MEMBERS, OFFERS
 from .schemas import SubmitResult
@@ -58,7 +58,7 @@ async def submit_many(session: AsyncSession, items: Sequence[NewItem]) -> list[S
     at = Moment.read()
     queues: dict[str, Any] = {}
     for kind in {item.kind for item in items}:
-        queues[kind] = await repo.queue_for_kind(session, kind)
+        queues[kind] = await catalog.queue_for_kind(session, kind)
     rows: list[dict[str, Any]] = []
     for item in items:
         if item.weight < 1:

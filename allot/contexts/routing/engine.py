@@ -24,10 +24,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.contexts.routing import events
+from allot.contexts.routing import queue_catalog as catalog
 from allot.contexts.routing import repository as repo
 from allot.contexts.routing.decision import rank
 from allot.contexts.routing.models import WorkItem
-from allot.contexts.routing.repository import QueueRules
+from allot.contexts.routing.queue_catalog import QueueRules
 from allot.kernel import timers
 from allot.kernel.clock import utcnow
 from allot.kernel.config import get_settings
@@ -289,7 +290,7 @@ async def fill_agent(session: AsyncSession, agent_id: uuid.UUID, at: Moment) -> 
         if head is None:
             break
         item = await session.get(WorkItem, head.id)
-        queue = await repo.queue_rules(session, head.queue_id)
+        queue = await catalog.queue_rules(session, head.queue_id)
         if item is None or queue is None:
             break
         if queue.offer_mode == "direct":
@@ -322,7 +323,7 @@ async def _offer_single(
 
 async def reroute(session: AsyncSession, item: WorkItem, at: Moment) -> RouteResult:
     """Route an item that just went back to waiting (declined, timed out, reclaimed)."""
-    queue = await repo.queue_rules(session, item.queue_id) if item.queue_id else None
+    queue = await catalog.queue_rules(session, item.queue_id) if item.queue_id else None
     if queue is None or not queue.is_active:
         await _publish_item(session, events.ITEM_WAITING, item, reason="no_queue")
         return RouteResult("waiting")
@@ -365,7 +366,7 @@ async def accept_offer(
     )
     for other in await repo.pending_offers_for_item(session, item.id):
         await _end_offer(session, other.id, "rescinded", at, reroute_item=False)
-    queue = await repo.queue_rules(session, item.queue_id) if item.queue_id else None
+    queue = await catalog.queue_rules(session, item.queue_id) if item.queue_id else None
     await _on_assigned(session, item, queue, agent_id, at, via="offer")
     return item
 

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.contexts import audit
 from allot.contexts.routing import engine, events, expressions, membership
-from allot.contexts.routing import repository as repo
+from allot.contexts.routing import queue_catalog as catalog
 from allot.contexts.routing.decision import get_scorer
 from allot.contexts.routing.engine import Moment
 from allot.contexts.routing.models import Queue, QueueMember, WorkItem
@@ -27,7 +27,7 @@ def _validate(strategy: str, scorer: str | None, expression: str) -> None:
 
 async def _after_change(session: AsyncSession, queue: Queue, before: dict[str, Any] | None) -> None:
     at = Moment.read()
-    repo.forget_queues_on_commit(session)  # this transaction routes with the new rules
+    catalog.forget_queues_on_commit(session)  # this transaction routes with the new rules
     await membership.refresh_queue(session, queue, at)
     after = QueueOut.model_validate(queue).model_dump(mode="json")
     await audit.record(

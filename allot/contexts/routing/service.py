@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.contexts.routing import engine
+from allot.contexts.routing import queue_catalog as catalog
 from allot.contexts.routing import repository as repo
 from allot.contexts.routing.engine import Moment
 from allot.contexts.routing.models import Agent, Offer, WorkItem
@@ -43,9 +44,9 @@ async def submit(
         raise ValidationFailed.on("weight", "Must be at least 1")
     at = Moment.read()
     if queue_id is not None:
-        queue = await repo.queue_rules(session, queue_id)
+        queue = await catalog.queue_rules(session, queue_id)
     else:
-        queue = await repo.queue_for_kind(session, kind)
+        queue = await catalog.queue_for_kind(session, kind)
     if queue_id is not None and queue is None:
         raise ValidationFailed.on("queue_id", "No such queue", "unknown_queue")
     item = WorkItem(
