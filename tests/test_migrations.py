@@ -158,3 +158,35 @@ def test_the_history_is_one_line_of_self_contained_revisions() -> None:
         source = Path(info.path).read_text()
         # Revisions outlive the code they were generated from: they may not import it.
         assert not re.search(r"^\s*(from|import) allot\b", source, re.MULTILINE), info.path
+
+
+def test_queue_tables_are_vacuumed_after_a_thousand_changes_on_postgresql() -> None:
+    """Rows taken from a queue's head leave index entries until VACUUM; the default (20% of the
+    table) would let them pile up for hours on a large table."""
+    with scratch_postgres_database("autovacuum") as url:
+        migrations.upgrade(url)
+
+        async def options() -> dict[str, list[str]]:
+            engine = create_async_engine(url)
+            query = text(
+                "SELECT relname, reloptions FROM pg_class WHERE relname IN "
+                "('routing_work_items', 'routing_offers', 'kernel_outbox', 'kernel_timers')"
+            )
+            try:
+                async with engine.connect() as conn:
+                    return {row[0]: row[1] for row in await conn.execute(query)}
+            finally:
+                await engine.dispose()
+
+        found = asyncio.run(options())
+        assert set(found) == {
+            "routing_work_items",
+            "routing_offers",
+            "kernel_outbox",
+            "kernel_timers",
+        }
+        for settings in found.values():
+            assert "autovacuum_vacuum_scale_factor=0.0" in settings
+            assert "autovacuum_vacuum_threshold=1000" in settings
+        migrations.downgrade(url, "0003")
+        assert all(value is None for value in asyncio.run(options()).values())
