@@ -33,10 +33,6 @@ ExternalKey = tuple[str, str]
 MAX_MERGE_HOPS = 20
 
 
-def _is_postgresql(session: AsyncSession) -> bool:
-    return session.bind is not None and session.bind.dialect.name == "postgresql"
-
-
 async def insert_ignoring_conflict(
     session: AsyncSession, model: Any, values: dict[str, Any]
 ) -> bool:

@@ -11,23 +11,16 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, literal, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.kernel.cache import ShortLivedCache
 from allot.kernel.db.deferred import defer_insert
-from allot.kernel.db.engine import insert_ignoring_conflicts
+from allot.kernel.db.engine import dialect_insert, insert_ignoring_conflicts
 from allot.kernel.pagination import PageParams, paginate
 
 from .models import DEFAULT_SLA_SOURCE, Activity, Lead, LeadStatus, LeadTransition, SlaPolicy
 
 LEADS_TABLE: Any = Lead.__table__
-
-
-def _insert(session: AsyncSession) -> Any:
-    dialect = session.bind.dialect.name if session.bind else "sqlite"
-    return pg_insert if dialect == "postgresql" else sqlite_insert
 
 
 # -- intake -----------------------------------------------------------------------------------
@@ -243,7 +236,7 @@ async def seed_pipeline(
     session: AsyncSession, statuses: Iterable[dict[str, Any]], transitions: Iterable[dict[str, Any]]
 ) -> None:
     """Insert rows that are missing; concurrent seeders wait on the keys and then skip them."""
-    insert = _insert(session)
+    insert = dialect_insert(session)
     await session.execute(insert(LeadStatus).values(list(statuses)).on_conflict_do_nothing())
     await session.execute(insert(LeadTransition).values(list(transitions)).on_conflict_do_nothing())
 
@@ -253,9 +246,9 @@ async def replace_pipeline(
 ) -> None:
     await session.execute(delete(LeadTransition))
     await session.execute(delete(LeadStatus))
-    await session.execute(_insert(session)(LeadStatus).values(statuses))
+    await session.execute(dialect_insert(session)(LeadStatus).values(statuses))
     if transitions:
-        await session.execute(_insert(session)(LeadTransition).values(transitions))
+        await session.execute(dialect_insert(session)(LeadTransition).values(transitions))
 
 
 # -- SLA policies -----------------------------------------------------------------------------
@@ -271,7 +264,7 @@ async def sla_policy(session: AsyncSession, source: str) -> SlaPolicy | None:
 async def upsert_sla_policy(
     session: AsyncSession, source: str, seconds: int, now: datetime
 ) -> None:
-    statement = _insert(session)(SlaPolicy).values(
+    statement = dialect_insert(session)(SlaPolicy).values(
         source=source, first_response_seconds=seconds, updated_at=now
     )
     statement = statement.on_conflict_do_update(
