@@ -145,7 +145,13 @@ async def run(args: argparse.Namespace) -> None:
                 )
         state = "preloaded" if args.preload else "empty"
         for clients in args.clients:
+            before, cpu_before = batch_totals(base), server_cpu_seconds(server.pid)
             result = drive(base, token, clients, args.seconds)
+            after, cpu_after = batch_totals(base), server_cpu_seconds(server.pid)
+            placed = result["placed_per_s"] * result["seconds"]
+            cpu_ms = (cpu_after - cpu_before) * 1000 / placed if placed else 0.0
+            batches = after[1] - before[1]
+            per_batch = (after[0] - before[0]) / batches if batches else 0.0
             ratio = result["placed_per_s"] / BASELINE[state]
             print(
                 f"  {args.backend} x{args.workers}, {clients:>2} clients, {state} "
@@ -153,12 +159,42 @@ async def run(args: argparse.Namespace) -> None:
                 f"{result['placed_per_s']:.0f} leads placed/s ({ratio:.1f}x baseline "
                 f"{BASELINE[state]:.0f}/s), p50 {result['p50_ms']:.1f} ms, "
                 f"p99 {result['p99_ms']:.1f} ms, {result['refused']:.0f} not placed, "
-                f"{result['errors']:.0f} errors",
+                f"{result['errors']:.0f} errors; {per_batch:.1f} leads per group commit, "
+                f"server CPU {cpu_ms:.2f} ms per lead",
                 flush=True,
             )
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of the server and its worker processes: a figure that, unlike
+    throughput, hardly moves when something else runs on the machine."""
+    clock_ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent = int(fields[1])
+        if int(proc.name) == pid or parent == pid:
+            total += (int(fields[11]) + int(fields[12])) / clock_ticks
+    return total
+
+
+def batch_totals(base: str) -> tuple[float, float]:
+    """Leads and batches of the intake's group commit so far (of the process that answers)."""
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    found = {"sum": 0.0, "count": 0.0}
+    for line in text.splitlines():
+        for part in found:
+            if line.startswith(f'allot_group_commit_batch_rows_{part}{{name="leads.intake"}}'):
+                found[part] = float(line.rsplit(" ", 1)[1])
+    return found["sum"], found["count"]
 
 
 def drive(base: str, token: str, clients: int, seconds: int) -> dict[str, float]:

@@ -63,3 +63,31 @@ def bound(
     finally:
         for var, token in reversed(tokens):
             var.reset(token)
+
+
+@dataclass(frozen=True, slots=True)
+class ContextSnapshot:
+    """The context of one caller, captured to be applied again elsewhere: work handed from a
+    request to a shared writer (group commit) keeps its own actor, request and correlation id."""
+
+    request_id: str | None
+    correlation_id: str | None
+    actor: Actor | None
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        tokens = (
+            request_id_var.set(self.request_id),
+            correlation_id_var.set(self.correlation_id),
+            actor_var.set(self.actor),
+        )
+        try:
+            yield
+        finally:
+            actor_var.reset(tokens[2])
+            correlation_id_var.reset(tokens[1])
+            request_id_var.reset(tokens[0])
+
+
+def snapshot() -> ContextSnapshot:
+    return ContextSnapshot(request_id_var.get(), correlation_id_var.get(), actor_var.get())

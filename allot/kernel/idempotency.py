@@ -71,18 +71,21 @@ def _request_hash(method: str, route: str, body: bytes) -> str:
     return hashlib.sha256(method.encode() + b" " + route.encode() + b"\n" + canonical).hexdigest()
 
 
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Retry-safe creation: the same key and body within 24 h return the first "
+        "response; the same key with another body is a 409.",
+    ),
+]
+
+
 async def idempotency_key(
     request: Request,
     session: Annotated[AsyncSession, Depends(write_session)],
     principal: Annotated[Principal | None, Depends(optional_principal)],
-    key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            description="Retry-safe creation: the same key and body within 24 h return the first "
-            "response; the same key with another body is a 409.",
-        ),
-    ] = None,
+    key: IdempotencyKeyHeader = None,
 ) -> str | None:
     if key is None:
         return None

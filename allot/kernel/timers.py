@@ -81,19 +81,11 @@ def _notify_scheduled() -> None:
         listener()
 
 
-async def schedule(
-    session: AsyncSession,
-    kind: str,
-    due_at: datetime,
-    payload: dict[str, Any] | None = None,
-    *,
-    key: str | None = None,
-) -> uuid.UUID:
-    """Schedule a timer in the caller's transaction; one with the same key is replaced.
-
-    Keyed timers are an upsert, so two transactions (re)scheduling one key never collide.
-    """
-    values = {
+def timer_row(
+    kind: str, due_at: datetime, payload: dict[str, Any] | None = None, *, key: str | None = None
+) -> dict[str, Any]:
+    """The row `schedule` writes, for `schedule_rows`; the correlation id is the current one."""
+    return {
         "id": new_id(),
         "kind": kind,
         "key": key,
@@ -106,11 +98,37 @@ async def schedule(
         "fired_at": None,
         "correlation_id": context.current_correlation_id(),
     }
+
+
+async def schedule(
+    session: AsyncSession,
+    kind: str,
+    due_at: datetime,
+    payload: dict[str, Any] | None = None,
+    *,
+    key: str | None = None,
+) -> uuid.UUID:
+    """Schedule a timer in the caller's transaction; one with the same key is replaced.
+
+    Keyed timers are an upsert, so two transactions (re)scheduling one key never collide.
+    """
+    values = timer_row(kind, due_at, payload, key=key)
     dialect = session.bind.dialect.name if session.bind else "sqlite"
     stmt = _schedule_statement(dialect, keyed=key is not None)
     timer_id: uuid.UUID = (await session.execute(stmt, values)).scalar_one()
     on_commit(session, _notify_scheduled)
     return timer_id
+
+
+async def schedule_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """`schedule` for many keyed timers (rows from `timer_row`) in one executemany upsert."""
+    if not rows:
+        return
+    if any(row["key"] is None for row in rows):
+        raise ValueError("schedule_rows takes keyed timers only")
+    dialect = session.bind.dialect.name if session.bind else "sqlite"
+    await session.execute(_schedule_many_statement(dialect), rows)
+    on_commit(session, _notify_scheduled)
 
 
 _REPLACED_ON_RESCHEDULE = (
@@ -129,6 +147,16 @@ def _schedule_statement(dialect: str, *, keyed: bool) -> Any:
         replaced = {name: stmt.excluded[name] for name in _REPLACED_ON_RESCHEDULE}
         stmt = stmt.on_conflict_do_update(index_elements=[table.c.key], set_=replaced)
     return stmt.returning(table.c.id)
+
+
+@functools.cache
+def _schedule_many_statement(dialect: str) -> Any:
+    # The keyed upsert without RETURNING: executemany runs it row by row in one call.
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    table: Any = Timer.__table__
+    stmt = insert(table)
+    replaced = {name: stmt.excluded[name] for name in _REPLACED_ON_RESCHEDULE}
+    return stmt.on_conflict_do_update(index_elements=[table.c.key], set_=replaced)
 
 
 async def cancel(session: AsyncSession, key: str) -> bool:

@@ -242,3 +242,28 @@ async def test_one_failing_event_in_a_batch_does_not_undo_or_repeat_the_others(d
     assert sorted(e.payload["n"] for e in effects) == [1, 3]
     assert inbox == 2
     assert statuses == {ids[0]: "dispatched", ids[1]: "pending", ids[2]: "dispatched"}
+
+
+async def test_a_redelivered_batch_applies_only_the_events_not_yet_applied(database):
+    from allot.kernel.events.outbox import Event
+
+    applied: list[uuid.UUID] = []
+    consumers = ConsumerRegistry()
+
+    @consumers.subscribe("test.batch", "test.thing.happened")
+    async def record(session, event):
+        applied.append(event.id)
+
+    ids = [await _publish(database, {"n": n}) for n in range(5)]
+    dispatcher = Dispatcher(database, consumers)
+    [consumer] = consumers.all()
+    async with database.reader() as session:
+        rows = (await session.execute(select(OutboxEvent).order_by(OutboxEvent.id))).scalars()
+        events = [Event.from_row(row) for row in rows]
+    assert await dispatcher.apply_many(consumer, events[1:3]) == 2
+    # The whole batch again (a broker redelivery, an expired claim): only the three others.
+    assert await dispatcher.apply_many(consumer, events) == 3
+    assert sorted(applied) == sorted(ids)
+    async with database.reader() as session:
+        inbox = (await session.execute(select(func.count()).select_from(InboxEntry))).scalar()
+    assert inbox == 5

@@ -35,3 +35,21 @@ def test_ids_of_another_process_made_later_sort_after_a_burst_here():
     code = "from allot.kernel.ids import new_id; print(new_id())"
     later = uuid.UUID(subprocess.check_output([sys.executable, "-c", code], text=True).strip())
     assert later > burst[-1]
+
+
+def test_ids_are_real_uuids_and_a_forked_child_draws_its_own_random_bits():
+    import os
+
+    made = new_id()
+    assert made == uuid.UUID(str(made))  # the shortcut builds an ordinary UUID
+    assert hash(made) == hash(uuid.UUID(str(made)))
+    assert (made.version, made.variant) == (7, uuid.RFC_4122)
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the id it makes next must not repeat the parent's random bits
+        os.write(writer, new_id().bytes)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(reader, 16)
+    parent = new_id().bytes
+    assert child[-6:] != parent[-6:]

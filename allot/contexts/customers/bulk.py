@@ -29,10 +29,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.kernel.clock import utcnow
+from allot.kernel.context import ContextSnapshot
+from allot.kernel.db.bulk_insert import insert_rows
 from allot.kernel.events.outbox import NewEvent, publish_many
 from allot.kernel.i18n import N_
 from allot.kernel.ids import new_id
@@ -121,15 +123,25 @@ class ConcurrentChange(Exception):
     """The cards changed under the batch (PostgreSQL); nothing was written: run it again."""
 
 
-async def intake_many(session: AsyncSession, source: str, people: Sequence[Person]) -> BulkIntake:
+async def intake_many(
+    session: AsyncSession,
+    source: str,
+    people: Sequence[Person],
+    *,
+    callers: Sequence[ContextSnapshot] | None = None,
+) -> BulkIntake:
     """The card of each person, as `intake(source=..., name=..., phone=..., email=...)` would
-    return it for each in turn, in the caller's transaction (see the module docstring)."""
+    return it for each in turn, in the caller's transaction (see the module docstring).
+
+    `callers[i]`, when given, is the request person i came from (group commit): the events of a
+    card are recorded as that of the first person who made or changed it."""
     result = BulkIntake()
     if not people:
         return result
     source = clean_source(source)
     now = utcnow()
-    wanted = {key for person in people for key in _keys(person)}
+    keyed = [(person, _keys(person)) for person in people]
+    wanted = {key for _, keys in keyed for key in keys}
     found = await _owners(session, wanted)
     cards: dict[uuid.UUID, _Card] = {}
     holder: dict[tuple[str, str], uuid.UUID] = {}
@@ -139,8 +151,8 @@ async def intake_many(session: AsyncSession, source: str, people: Sequence[Perso
             cards[card_id] = _Card(card_id, new=False, name=name)
     new_cards: dict[uuid.UUID, dict[str, Any]] = {}
     contacts: list[dict[str, Any]] = []
-    for person in people:
-        keys = _keys(person)
+    made_by: dict[uuid.UUID, int] = {}  # card -> the first person who made or changed it
+    for position, (person, keys) in enumerate(keyed):
         name = clean_name(person.name)
         if name is None and not keys:
             raise ValueError("A person needs a name, a phone or an e-mail")
@@ -185,12 +197,14 @@ async def intake_many(session: AsyncSession, source: str, people: Sequence[Perso
             )
             if not card.new:
                 card.added.setdefault(kind, []).append(value)
+        if card.new or card.added or card.name_added:
+            made_by.setdefault(card.id, position)
         result.customer_ids.append(card.id)
     if new_cards:
-        await session.execute(insert(CARDS), list(new_cards.values()))
+        await insert_rows(session, CARDS, list(new_cards.values()))
     if contacts:
         # A key claimed meanwhile by a concurrent intake fails this INSERT (UNIQUE): see above.
-        await session.execute(insert(CONTACTS), contacts)
+        await insert_rows(session, CONTACTS, contacts)
     renamed = [c for c in cards.values() if c.name_added]
     if renamed:
         await session.execute(
@@ -208,19 +222,21 @@ async def intake_many(session: AsyncSession, source: str, people: Sequence[Perso
     changed = [c for c in cards.values() if not c.new and (c.added or c.name_added)]
     result.created, result.updated = len(new_cards), len(changed)
     if new_cards:
-        await session.execute(
-            insert(TIMELINE),
+        data = {"source": source}  # one document for every row: encoded once (bulk_insert)
+        await insert_rows(
+            session,
+            TIMELINE,
             [
                 {
                     "id": new_id(),
-                    "customer_id": row["id"],
+                    "customer_id": card_id,
                     "occurred_at": now,
                     "kind": "customer.created",
                     "title": CREATED_TITLE,
                     "reference": None,
-                    "data": {"source": source},
+                    "data": data,
                 }
-                for row in new_cards.values()
+                for card_id in new_cards
             ],
         )
     await publish_many(
@@ -229,10 +245,11 @@ async def intake_many(session: AsyncSession, source: str, people: Sequence[Perso
             NewEvent(
                 type=events.CUSTOMER_CREATED,
                 aggregate_type=events.CUSTOMER_AGGREGATE,
-                aggregate_id=row["id"],
-                payload={"customer_id": str(row["id"]), "kind": "person", "source": source},
+                aggregate_id=card_id,
+                payload={"customer_id": str(card_id), "kind": "person", "source": source},
+                caller=callers[made_by[card_id]] if callers else None,
             )
-            for row in new_cards.values()
+            for card_id in new_cards
         ]
         + [
             NewEvent(
@@ -240,6 +257,7 @@ async def intake_many(session: AsyncSession, source: str, people: Sequence[Perso
                 aggregate_type=events.CUSTOMER_AGGREGATE,
                 aggregate_id=card.id,
                 payload={"customer_id": str(card.id), "changed": _changed(card)},
+                caller=callers[made_by[card.id]] if callers else None,
             )
             for card in changed
         ],

@@ -8,19 +8,19 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.contexts import customers
 from allot.kernel.auth import Principal, require
 from allot.kernel.clock import utcnow
 from allot.kernel.errors import ValidationFailed
-from allot.kernel.idempotency import IdempotencyKey
+from allot.kernel.idempotency import IdempotencyKeyHeader, idempotency_key
 from allot.kernel.pagination import PageParams, page_params
 from allot.kernel.web.routers import api_router
-from allot.kernel.web.uow import ReadSession, WriteSession
+from allot.kernel.web.uow import ReadSession, WriteSession, get_database, write_session
 
-from . import intake, pipeline, service
+from . import group_intake, intake, pipeline, service
 from .access import viewer_for
 from .models import Lead
 from .permissions import LEADS_CONFIGURE, LEADS_CREATE, LEADS_READ, LEADS_WRITE
@@ -91,32 +91,43 @@ async def _with_customers(session: AsyncSession, rows: Sequence[Lead]) -> list[L
     responses={409: _problem("A lead with this source and external id exists", DUPLICATE_EXAMPLE)},
 )
 async def create_lead(
+    request: Request,
     body: LeadCreate,
-    session: WriteSession,
-    _idem: IdempotencyKey,
+    idempotency: IdempotencyKeyHeader = None,
     principal: Principal = require(LEADS_CREATE),
 ) -> LeadOut:
     """Validates the lead and its customer (the customer card is found or created by phone or
     e-mail), routes it at once and answers with the stored lead: `assignee_id` is the agent
     working it, or null while it waits for a free agent. The first-response deadline is the
-    source's SLA (default 15 minutes) from now.
+    source's SLA (default 15 minutes) from now. The answer comes after the lead is committed.
 
     Send `Idempotency-Key` to retry safely. A lead whose `(source, external_id)` is already
-    taken is a 409 problem carrying `existing_id`."""
+    taken is a 409 problem carrying `existing_id`.
+
+    Leads sent at the same moment by several clients are taken in together, in one
+    transaction (group commit); each gets the answer it would get alone. Requests with an
+    `Idempotency-Key` are taken in one by one, with the key stored in the lead's transaction."""
     product = body.product
-    new = intake.NewLead(
-        source=body.source,
-        customer_name=body.customer.name,
-        customer_phone=body.customer.phone,
-        customer_email=body.customer.email,
-        external_id=body.external_id,
-        attributes=body.attributes,
-        priority=body.priority,
-        amount_minor=product.amount_minor if product else None,
-        currency=product.currency if product else "RUB",
-        term_months=product.term_months if product else None,
+    new = intake.validate_new_lead(
+        intake.NewLead(
+            source=body.source,
+            customer_name=body.customer.name,
+            customer_phone=body.customer.phone,
+            customer_email=body.customer.email,
+            external_id=body.external_id,
+            attributes=body.attributes,
+            priority=body.priority,
+            amount_minor=product.amount_minor if product else None,
+            currency=product.currency if product else "RUB",
+            term_months=product.term_months if product else None,
+        )
     )
-    lead = await intake.create_lead(session, new)
+    if idempotency is None:
+        lead = await group_intake.take_in(get_database(request), new)
+    else:
+        session = await write_session(request)
+        await idempotency_key(request, session, principal, idempotency)
+        lead = await intake.create_lead(session, new, validated=True)
     return LeadOut.of(lead, utcnow())
 
 

@@ -29,12 +29,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, insert, select, text
+from sqlalchemy import Table, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.contexts import audit, customers, routing
 from allot.kernel.clock import utcnow
 from allot.kernel.context import current_actor
+from allot.kernel.db.bulk_insert import insert_rows
 from allot.kernel.db.engine import Database
 from allot.kernel.events.outbox import NewEvent, publish_many
 from allot.kernel.ids import new_id
@@ -237,19 +238,22 @@ async def _take_in(
     session: AsyncSession, accepted: list[_Accepted], now: datetime, result: BulkResult
 ) -> None:
     settings = await _settings(session, {row.new.source for row in accepted}, now)
+    due_text = {source: _iso(due) for source, (_, due) in settings.items()}
     customer_ids = await _customers(session, accepted, result)
+    # Each id as text once: the item's reference, the payloads and the events' aggregate ids.
+    lead_texts = [str(row.lead_id) for row in accepted]
     routed = await routing.submit_many(
         session,
         [
             routing.NewItem(
-                reference=f"lead:{row.lead_id}",
+                reference=f"lead:{lead_text}",
                 kind=LEAD_KIND,
                 attributes=routing_attributes(row.new),
                 priority=row.new.priority,
                 weight=1,
                 first_response_due_at=settings[row.new.source][1],
             )
-            for row in accepted
+            for row, lead_text in zip(accepted, lead_texts, strict=True)
         ],
     )
     actor = current_actor()
@@ -264,7 +268,9 @@ async def _take_in(
     leads: list[dict[str, Any]] = []
     activities: list[dict[str, Any]] = []
     published: list[NewEvent] = []
-    for row, customer_id, placed in zip(accepted, customer_ids, routed, strict=True):
+    for row, lead_text, customer_id, placed in zip(
+        accepted, lead_texts, customer_ids, routed, strict=True
+    ):
         status, due = settings[row.new.source]
         agent_id = placed.agent_id if placed.state == "assigned" else None
         values = lead_row(row.lead_id, row.new, customer_id, status, agent_id, due, now)
@@ -276,7 +282,7 @@ async def _take_in(
             result.offered += 1
         else:
             result.waiting += 1
-        ids = {"lead_id": str(row.lead_id), "customer_id": str(customer_id)}
+        ids = {"lead_id": lead_text, "customer_id": str(customer_id)}
         activities.append(
             {
                 **by_actor,
@@ -292,7 +298,7 @@ async def _take_in(
             NewEvent(
                 type=events.LEAD_CREATED,
                 aggregate_type=events.AGGREGATE,
-                aggregate_id=row.lead_id,
+                aggregate_id=lead_text,
                 payload={
                     **ids,
                     "source": values["source"],
@@ -303,7 +309,7 @@ async def _take_in(
                     "amount_minor": values["amount_minor"],
                     "currency": values["currency"],
                     "term_months": values["term_months"],
-                    "first_response_due_at": _iso(due),
+                    "first_response_due_at": due_text[row.new.source],
                 },
             )
         )
@@ -323,12 +329,12 @@ async def _take_in(
                 NewEvent(
                     type=events.LEAD_ASSIGNED,
                     aggregate_type=events.AGGREGATE,
-                    aggregate_id=row.lead_id,
+                    aggregate_id=lead_text,
                     payload={**ids, "agent_id": str(agent_id), "previous_agent_id": None},
                 )
             )
     # A pair taken by a concurrent writer since `_existing_leads` fails here (L1) and aborts the
     # batch as a whole; the caller runs it again.
-    await session.execute(insert(LEADS), leads)
-    await session.execute(insert(ACTIVITIES), activities)
+    await insert_rows(session, LEADS, leads)
+    await insert_rows(session, ACTIVITIES, activities)
     await publish_many(session, published)

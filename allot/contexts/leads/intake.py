@@ -199,11 +199,7 @@ async def create_lead(
     if not validated:
         new = validate_new_lead(new, prefix=prefix)
     now = utcnow()
-    initial, sla_seconds = await repo.intake_settings(session, new.source)
-    if initial is None:
-        await ensure_seeded(session)
-        initial = DEFAULT_PIPELINE.initial.key
-    due = now + timedelta(seconds=sla_seconds or DEFAULT_FIRST_RESPONSE_SECONDS)
+    initial, due = await status_and_due(session, new.source, now)
     customer = await customers.intake(
         session,
         source=new.source,
@@ -231,8 +227,18 @@ async def create_lead(
         existing = await repo.lead_id_by_external_id(session, new.source, new.external_id)
         raise Conflict(detail=DUPLICATE, extra={"existing_id": str(existing)})
     lead = Lead(**values)
-    await _record_intake(session, lead, now)
+    await record_intake(session, lead, now)
     return lead
+
+
+async def status_and_due(session: AsyncSession, source: str, now: datetime) -> tuple[str, datetime]:
+    """A new lead's status (the pipeline's initial one) and first-response deadline (the
+    source's SLA, else the default, from now)."""
+    initial, sla_seconds = await repo.intake_settings(session, source)
+    if initial is None:
+        await ensure_seeded(session)
+        initial = DEFAULT_PIPELINE.initial.key
+    return initial, now + timedelta(seconds=sla_seconds or DEFAULT_FIRST_RESPONSE_SECONDS)
 
 
 def routing_attributes(new: NewLead) -> dict[str, Any]:
@@ -297,24 +303,37 @@ def lead_snapshot(lead: Lead) -> dict[str, Any]:
 
 
 def activity(lead: Lead, kind: str, now: datetime, **fields: Any) -> Activity:
+    return Activity(**activity_values(lead.id, kind, now, **fields))
+
+
+def activity_values(lead_id: uuid.UUID, kind: str, now: datetime, **fields: Any) -> dict[str, Any]:
+    """A timeline row of the lead, by the current actor, as the INSERT takes it."""
     actor = current_actor()
-    return Activity(
-        id=new_id(),
-        lead_id=lead.id,
-        kind=kind,
-        actor_kind=actor.kind,
-        actor_id=actor.id,
-        actor_label=actor.label[:255],
-        created_at=now,
+    return {
+        "id": new_id(),
+        "lead_id": lead_id,
+        "kind": kind,
+        "from_status": None,
+        "to_status": None,
+        "agent_id": None,
+        "reason": None,
+        "body": None,
+        "actor_kind": actor.kind,
+        "actor_id": actor.id,
+        "actor_label": actor.label[:255],
+        "created_at": now,
         **fields,
-    )
+    }
 
 
-async def _record_intake(session: AsyncSession, lead: Lead, now: datetime) -> None:
-    rows = [activity(lead, "created", now, to_status=lead.status)]
+async def record_intake(session: AsyncSession, lead: Lead, now: datetime) -> None:
+    """The timeline rows, audit entry and events of a lead just taken in."""
+    rows = [activity_values(lead.id, "created", now, to_status=lead.status)]
     if lead.assignee_id is not None:
-        rows.append(activity(lead, "assigned", now, agent_id=lead.assignee_id, reason="direct"))
-    repo.add(session, *rows)
+        rows.append(
+            activity_values(lead.id, "assigned", now, agent_id=lead.assignee_id, reason="direct")
+        )
+    repo.add_values(session, rows)
     await record_lead_change(
         session,
         lead,

@@ -3,6 +3,7 @@ unit of work); state changes are conditional UPDATEs whose row count says whethe
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Iterable, Sequence
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, literal, select, update
+from sqlalchemy import bindparam, delete, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.kernel.cache import ShortLivedCache
@@ -62,6 +63,33 @@ async def lead_id_by_external_id(
 ) -> uuid.UUID | None:
     return await session.scalar(
         select(Lead.id).where(Lead.source == source, Lead.external_id == external_id)
+    )
+
+
+async def lead_ids_by_external_ids(
+    session: AsyncSession, pairs: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], uuid.UUID]:
+    """The leads already holding any of these (source, external_id) pairs (L1), in one query."""
+    wanted = set(pairs)
+    if not wanted:
+        return {}
+    params = {
+        "p_sources": list({source for source, _ in wanted}),
+        "p_external_ids": list({external_id for _, external_id in wanted}),
+    }
+    found = await session.execute(_leads_by_external_ids_statement(), params)
+    return {
+        (row.source, row.external_id): row.id
+        for row in found
+        if (row.source, row.external_id) in wanted
+    }
+
+
+@functools.cache
+def _leads_by_external_ids_statement() -> Any:
+    return select(Lead.source, Lead.external_id, Lead.id).where(
+        Lead.source.in_(bindparam("p_sources", expanding=True)),
+        Lead.external_id.in_(bindparam("p_external_ids", expanding=True)),
     )
 
 
@@ -180,8 +208,15 @@ ACTIVITIES_TABLE: Any = Activity.__table__
 
 def add(session: AsyncSession, *activities: Activity) -> None:
     """Timeline rows are append-only: deferred, written with one INSERT at commit."""
-    for row in activities:
-        values = {column.key: getattr(row, column.key) for column in ACTIVITIES_TABLE.columns}
+    add_values(
+        session,
+        [{c.key: getattr(row, c.key) for c in ACTIVITIES_TABLE.columns} for row in activities],
+    )
+
+
+def add_values(session: AsyncSession, rows: Iterable[dict[str, Any]]) -> None:
+    """`add` for rows given as column values (`intake.activity_values`)."""
+    for values in rows:
         defer_insert(session, ACTIVITIES_TABLE, values)
 
 

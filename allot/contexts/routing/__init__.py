@@ -3,6 +3,8 @@
 Public interface for other contexts:
 - `submit(session, reference=..., kind=..., attributes=..., priority=..., weight=...)` ->
   `SubmitResult(item_id, state, agent_id, offer_ids)`: placed in the caller's transaction;
+- `submit_many(session, [NewItem(...), ...], callers=...)`: many items decided together, each
+  with the outcome `submit` would give it (imports, grouped API intake; see placement.py);
 - `complete(session, reference)`, `cancel(session, reference)`,
   `record_first_response(session, reference)`;
 - `agent_for_user(session, user_id)`, `get_agent(session, agent_id)`;
@@ -22,8 +24,8 @@ from allot.kernel.web.nav import NavItem, register_nav
 
 from . import events
 from .agent_service import agent_for_user, get_agent
-from .bulk import NewItem, submit_many
 from .decision import register_scorer
+from .placement import NewItem, submit_many
 from .references import ReferenceSummary, register_reference_describer
 from .schemas import SubmitResult
 from .service import cancel, complete, item_by_reference, record_first_response, submit

@@ -3,7 +3,8 @@
 Outbox events, audit entries, activity and timeline rows are never updated by the transaction
 that writes them, and a lead's intake writes several of each. `defer_insert` keeps such rows
 in the session and writes them with one executemany INSERT per table just before the commit,
-so a unit of work pays one round trip per table instead of one per row.
+so a unit of work pays one round trip per table instead of one per row. The rows go in through
+`bulk_insert.write_rows` (no per-value SQLAlchemy processing; the same stored values).
 
 Invariants:
 - D1 a deferred row is written in the same transaction as the business change that deferred it
@@ -27,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.sql import Delete, Join, Select, Update
 
+from allot.kernel.db.bulk_insert import NotBulkInsertable, write_rows
 from allot.kernel.db.engine import AllotSession
 
 _BUFFER_KEY = "allot.deferred_inserts"
@@ -54,7 +56,10 @@ def write_deferred(session: Session, only: set[str] | None = None) -> None:
         for row in rows:
             by_shape.setdefault(tuple(row), []).append(row)
         for shaped in by_shape.values():
-            session.execute(insert(table), shaped)
+            try:
+                write_rows(session, table, shaped)
+            except NotBulkInsertable:
+                session.execute(insert(table), shaped)
 
 
 @event.listens_for(AllotSession, "before_commit")

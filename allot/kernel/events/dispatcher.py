@@ -14,11 +14,12 @@ Guarantees (the broker relay of a later issue keeps the same ones):
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.kernel import context
@@ -33,7 +34,9 @@ from allot.kernel.loops import WakeableLoop
 log = get_logger(__name__)
 
 CLAIM_SECONDS = 60
+GATHER_SECONDS = 0.05
 INBOX_TABLE: Any = InboxEntry.__table__
+OUTBOX_TABLE: Any = OutboxEvent.__table__
 
 
 def backoff_seconds(attempt: int, base: float = 1.0, cap: float = 300.0) -> float:
@@ -57,12 +60,14 @@ class Dispatcher:
         batch_size: int = 100,
         max_attempts: int = 10,
         idle_poll_seconds: float = 1.0,
+        gather_seconds: float = GATHER_SECONDS,
     ) -> None:
         self.database = database
         self.consumers = consumers
         self.batch_size = batch_size
         self.max_attempts = max_attempts
-        self._loop = WakeableLoop("allot-event-dispatcher", self.dispatch_batch, idle_poll_seconds)
+        self.gather_seconds = gather_seconds
+        self._loop = WakeableLoop("allot-event-dispatcher", self._round, idle_poll_seconds)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -74,6 +79,16 @@ class Dispatcher:
         await self._loop.stop()
 
     # -- work --------------------------------------------------------------------------------
+    async def _round(self) -> int:
+        handled = await self.dispatch_batch()
+        if 0 < handled < self.batch_size:
+            # Under a stream of commits each round would take the few events of the last one,
+            # paying a claim, a unit of work per consumer and a mark for each: a short pause
+            # lets the next rounds take many at once. The first event after a quiet spell
+            # still goes at once (an idle loop is woken by the commit).
+            await asyncio.sleep(self.gather_seconds)
+        return handled
+
     async def drain(self, max_rounds: int = 1000) -> int:
         """Dispatch until nothing is due; returns how many events were handled (tests, CLI)."""
         total = 0
@@ -85,36 +100,30 @@ class Dispatcher:
         raise RuntimeError("Outbox did not drain: handlers keep producing events")
 
     async def _claim(self) -> list[Event]:
+        """Lease the next due events to this dispatcher: one UPDATE ... RETURNING."""
         now = utcnow()
+        due = (
+            select(OutboxEvent.id)
+            .where(
+                OutboxEvent.status == "pending",
+                OutboxEvent.next_attempt_at <= now,
+                or_(OutboxEvent.claimed_until.is_(None), OutboxEvent.claimed_until < now),
+            )
+            .order_by(OutboxEvent.created_at, OutboxEvent.id)
+            .limit(self.batch_size)
+        )
+        if not self.database.is_sqlite:
+            due = due.with_for_update(skip_locked=True)  # another dispatcher's claim is skipped
+        claim = (
+            update(OUTBOX_TABLE)
+            .where(OUTBOX_TABLE.c.id.in_(due.scalar_subquery()))
+            .values(claimed_until=now + timedelta(seconds=CLAIM_SECONDS))
+            .returning(*OUTBOX_TABLE.c)
+        )
         async with self.database.transaction() as session:
-            due = (
-                select(OutboxEvent.id)
-                .where(
-                    OutboxEvent.status == "pending",
-                    OutboxEvent.next_attempt_at <= now,
-                    or_(OutboxEvent.claimed_until.is_(None), OutboxEvent.claimed_until < now),
-                )
-                .order_by(OutboxEvent.created_at, OutboxEvent.id)
-                .limit(self.batch_size)
-            )
-            if not self.database.is_sqlite:
-                due = due.with_for_update(skip_locked=True)
-            ids = list((await session.execute(due)).scalars())
-            if not ids:
-                return []
-            await session.execute(
-                update(OutboxEvent)
-                .where(OutboxEvent.id.in_(ids))
-                .values(claimed_until=now + timedelta(seconds=CLAIM_SECONDS))
-            )
-            rows = (
-                await session.execute(
-                    select(OutboxEvent)
-                    .where(OutboxEvent.id.in_(ids))
-                    .order_by(OutboxEvent.created_at, OutboxEvent.id)
-                )
-            ).scalars()
-            return [Event.from_row(row) for row in rows]
+            rows = (await session.execute(claim)).all()
+        # RETURNING comes in no particular order: consumers get the outbox order.
+        return [Event.from_row(row) for row in sorted(rows, key=lambda r: (r.created_at, r.id))]
 
     async def dispatch_batch(self) -> int:
         events = await self._claim()
@@ -187,16 +196,46 @@ class Dispatcher:
         """Apply events for one consumer in one unit of work, each at most once (inbox).
         Returns how many were applied (repeats are skipped)."""
         applied = 0
-        async with self.database.transaction() as session:
+        # A non-durable consumer only reads (live refreshes): a read-only session, so it never
+        # takes the writer (SQLite) nor opens a transaction when it reads nothing.
+        unit = self.database.transaction() if consumer.durable else self.database.reader()
+        async with unit as session:
+            if consumer.durable:
+                events = await _not_yet_applied(session, consumer.name, events)
             for event in events:
                 with context.bound(correlation_id=event.correlation_id):
-                    if consumer.durable and not await mark_applied(
-                        session, consumer.name, event.id
-                    ):
-                        continue
                     await consumer.handler(session, event)
                     applied += 1
         return applied
+
+
+async def _not_yet_applied(
+    session: AsyncSession, consumer: str, events: list[Event]
+) -> list[Event]:
+    """The events this consumer has not applied yet, each now recorded in its inbox.
+
+    Set-based: one SELECT of the events already in the inbox, one INSERT of the rest. A second
+    dispatcher that applied one of them meanwhile makes that INSERT fail on the primary key: the
+    unit rolls back whole and `_deliver` applies the events one by one (`mark_applied`, which
+    skips a repeat without failing), so nothing is applied twice."""
+    if len(events) == 1:
+        return events if await mark_applied(session, consumer, events[0].id) else []
+    ids = [event.id for event in events]
+    seen = set(
+        (
+            await session.execute(
+                select(INBOX_TABLE.c.message_id).where(
+                    INBOX_TABLE.c.consumer == consumer, INBOX_TABLE.c.message_id.in_(ids)
+                )
+            )
+        ).scalars()
+    )
+    fresh = [event for event in events if event.id not in seen]
+    if fresh:
+        now = utcnow()
+        rows = [{"consumer": consumer, "message_id": e.id, "received_at": now} for e in fresh]
+        await session.execute(insert(INBOX_TABLE), rows)
+    return fresh
 
 
 async def pending_count(session: AsyncSession) -> int:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.kernel import context
 from allot.kernel.clock import utcnow
+from allot.kernel.db.bulk_insert import insert_rows
 from allot.kernel.db.deferred import defer_insert
 from allot.kernel.db.engine import on_commit
 from allot.kernel.events.models import OutboxEvent
@@ -56,7 +58,8 @@ class Event:
         return str(value) if value else None
 
     @classmethod
-    def from_row(cls, row: OutboxEvent) -> Event:
+    def from_row(cls, row: OutboxEvent | Any) -> Event:
+        """From the ORM row or a Core row of the same columns (a claim's RETURNING)."""
         return cls(
             id=row.id,
             type=row.type,
@@ -77,6 +80,20 @@ class NewEvent:
     aggregate_id: str | uuid.UUID
     payload: dict[str, Any]
     schema_version: int = 1
+    # Whose event it is when one unit of work writes for several requests (group commit);
+    # None: the current context's.
+    caller: context.ContextSnapshot | None = None
+
+
+def _headers(caller: context.ContextSnapshot | None) -> dict[str, Any]:
+    with caller.applied() if caller is not None else contextlib.nullcontext():
+        actor = context.current_actor()
+        return {
+            "correlation_id": context.current_correlation_id(),
+            "request_id": context.current_request_id(),
+            "actor_kind": actor.kind,
+            "actor_id": str(actor.id) if actor.id else None,
+        }
 
 
 def _outbox_rows(events: Iterable[NewEvent]) -> list[dict[str, Any]]:
@@ -84,34 +101,32 @@ def _outbox_rows(events: Iterable[NewEvent]) -> list[dict[str, Any]]:
     join every payload, the request's and actor's ids every header."""
     now = utcnow()
     occurred_at = now.isoformat()
-    correlation_id = context.current_correlation_id()
-    actor = context.current_actor()
-    headers = {
-        "correlation_id": correlation_id,
-        "request_id": context.current_request_id(),
-        "actor_kind": actor.kind,
-        "actor_id": str(actor.id) if actor.id else None,
-    }
-    return [
-        {
-            "id": new_id(),
-            "aggregatetype": event.aggregate_type,
-            "aggregateid": str(event.aggregate_id),
-            "type": event.type,
-            "payload": {
-                **event.payload,
-                "occurred_at": occurred_at,
-                "schema_version": event.schema_version,
-                "correlation_id": correlation_id,
-            },
-            "headers": headers,
-            "created_at": now,
-            "next_attempt_at": now,
-            "status": "pending",
-            "attempts": 0,
-        }
-        for event in events
-    ]
+    headers_of: dict[context.ContextSnapshot | None, dict[str, Any]] = {}
+    rows = []
+    for event in events:
+        headers = headers_of.get(event.caller)
+        if headers is None:  # one document per caller: shared rows are encoded once
+            headers = headers_of[event.caller] = _headers(event.caller)
+        rows.append(
+            {
+                "id": new_id(),
+                "aggregatetype": event.aggregate_type,
+                "aggregateid": str(event.aggregate_id),
+                "type": event.type,
+                "payload": {
+                    **event.payload,
+                    "occurred_at": occurred_at,
+                    "schema_version": event.schema_version,
+                    "correlation_id": headers["correlation_id"],
+                },
+                "headers": headers,
+                "created_at": now,
+                "next_attempt_at": now,
+                "status": "pending",
+                "attempts": 0,
+            }
+        )
+    return rows
 
 
 async def publish(
@@ -141,7 +156,7 @@ async def publish_many(session: AsyncSession, events: Iterable[NewEvent]) -> lis
     INSERT in the caller's transaction. Returns the event ids."""
     rows = _outbox_rows(events)
     if rows:
-        await session.execute(insert(OUTBOX_TABLE), rows)
+        await insert_rows(session, OUTBOX_TABLE, rows)
         on_commit(session, _notify_listeners)
     ids: list[uuid.UUID] = [row["id"] for row in rows]
     return ids

@@ -22,7 +22,8 @@ class Consumer:
     event_types: frozenset[str]
     handler: Handler
     # False for effects that are harmless to repeat (live UI refreshes): no inbox row is kept,
-    # which saves a write per event. Anything that changes state must stay durable.
+    # which saves a write per event, and the handler gets a read-only session. Anything that
+    # changes state must stay durable.
     durable: bool = True
 
 

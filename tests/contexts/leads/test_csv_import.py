@@ -5,6 +5,9 @@ refuses one."""
 
 from __future__ import annotations
 
+import csv
+import gc
+import multiprocessing
 import uuid
 from pathlib import Path
 from typing import Any
@@ -364,3 +367,54 @@ async def test_cells_with_nul_and_extra_cells_are_rejected(
         (3, "", "More cells than the header has columns"),
     ]
     assert report.imported == 1  # a trailing empty cell (Excel writes them) is no extra cell
+
+
+# -- big files: read and validated in a second process ----------------------------------------
+async def test_a_file_read_in_a_second_process_gives_the_same_import(
+    database: Database, clock: Any, tmp_path: Path
+) -> None:
+    thresholds = gc.get_threshold()
+    report = await csv_import.import_file(
+        database, write(tmp_path, MIXED), source="excel", batch_size=2, parse_in_worker=True
+    )
+
+    assert multiprocessing.active_children() == []  # the worker is gone
+    assert gc.get_threshold() == thresholds  # as the import found them
+    leads = await leads_by_external_id(database)
+    assert set(leads) == {"A-1", "A-4"}
+    assert (report.status, report.total, report.imported, report.rejected) == ("done", 6, 2, 4)
+    assert entries(report) == [
+        (3, "ФИО", "Required"),
+        (4, "Телефон", PHONE_MESSAGE),
+        (8, "Почта", "Not a valid e-mail address"),
+        (8, "Срок (мес.)", "Enter a whole number"),
+        (8, "Сумма, руб.", "Enter an amount in roubles, e.g. 150000 or 150000,50"),
+        (9, "ID заявки", f"duplicate external_id, existing lead {leads['A-1'].id}"),
+    ]
+    assert (leads["A-4"].amount_minor, leads["A-4"].attributes) == (15_000_050, {"Город": "Тверь"})
+    assert len(await events_of(database, "leads.lead.created")) == 2
+    async with database.reader() as session:
+        job = await get_job(session, report.import_id)
+    assert job is not None
+    assert (job.status, job.processed_rows, job.imported_rows, job.rejected_rows) == (
+        "done", 6, 2, 4)  # fmt: skip
+
+
+async def test_a_file_the_second_process_cannot_read_fails_the_import(
+    database: Database, clock: Any, tmp_path: Path
+) -> None:
+    lines = ["ФИО;Телефон"] + [f"Клиент {n};+7 912 900-00-{n:02d}" for n in range(4)]
+    lines.append("Клиент;" + "9" * (csv.field_size_limit() + 1))  # line 6: no CSV reader takes it
+    report = await csv_import.import_file(
+        database, write(tmp_path, "\n".join(lines) + "\n"), batch_size=2, parse_in_worker=True
+    )
+
+    assert multiprocessing.active_children() == []
+    assert report.status == "failed"
+    assert report.error is not None
+    assert report.error.startswith("Not a CSV file: field larger than field limit")
+    assert (report.total, report.imported) == (4, 4)  # the batches before it stay imported
+    async with database.reader() as session:
+        job = await get_job(session, report.import_id)
+    assert job is not None
+    assert (job.status, job.error, job.imported_rows) == ("failed", report.error, 4)

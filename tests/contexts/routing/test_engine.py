@@ -186,3 +186,88 @@ async def test_capacity_cannot_be_lowered_below_held_work(database, clock):
         async with database.transaction() as session:
             await agent_service.update_agent(session, anna.id, AgentUpdate(capacity=1))
     assert isinstance(await agent(database, anna.id), Agent)
+
+
+async def test_freed_capacity_skips_declined_and_too_heavy_items_across_queues(database, clock):
+    from allot.contexts.routing import service
+
+    await make_queue(database, work_kinds=["lead"], offer_mode="offer")
+    await make_queue(database, work_kinds=["call"])
+    vera = await make_agent(database, capacity=1)
+    declined = await submit(database, kind="lead", reference="lead:declined", priority=9)
+    assert declined.state == "offered"
+    clock.advance(1)
+    await submit(database, kind="call", reference="call:heavy", priority=5, weight=2)
+    clock.advance(1)
+    await submit(database, kind="call", reference="call:new", priority=1)
+    clock.advance(1)
+    await submit(database, kind="call", reference="call:newer", priority=1)
+    async with database.transaction() as session:
+        await service.decline_offer(session, declined.offer_ids[0], vera.id)
+    by_ref = {i.reference: i for i in await items(database)}
+    # The declined item (I3) and the one heavier than the freed unit stay; of the rest, the
+    # older of equal priority is taken.
+    assert by_ref["call:new"].owner_agent_id == vera.id
+    assert [by_ref[r].state for r in ("lead:declined", "call:heavy", "call:newer")] == [
+        "waiting"
+    ] * 3
+    await assert_invariants(database)
+
+
+async def test_the_backlog_head_is_read_from_its_index_in_any_plan(database, clock):
+    """The head probe's plan walks `ix_routing_items_waiting` from its head, also as the generic
+    plan PostgreSQL switches a prepared statement to (asyncpg prepares every statement): there a
+    parameter for `state` hid the partial index and the whole backlog was read and sorted."""
+    from datetime import timedelta
+
+    from sqlalchemy import event, insert
+
+    from allot.contexts.routing import repository
+    from allot.kernel.clock import utcnow
+    from allot.kernel.ids import new_id
+
+    queue = await make_queue(database)
+    anna = await make_agent(database, capacity=1)
+    start = utcnow()
+    backlog = [
+        {
+            "id": new_id(), "reference": f"bulk:{n}", "kind": "lead", "attributes": {},
+            "priority": n % 4, "weight": 1, "queue_id": queue.id, "state": "waiting",
+            "created_at": start, "enqueued_at": start + timedelta(seconds=n), "times_routed": 0,
+        }
+        for n in range(2_000)
+    ]  # fmt: skip
+    async with database.transaction() as session:
+        await session.execute(insert(repository.ITEMS), backlog)
+    executed: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany) -> None:
+        executed.append((statement, parameters))
+
+    engine = database.write_engine.sync_engine
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        async with database.transaction() as session:
+            head = await repository.next_backlog_item(session, anna.id, 1)
+            assert head is not None
+            assert head.id == backlog[3]["id"]  # priority 3, the oldest
+            statement, parameters = next(
+                (s, p) for s, p in executed if "ORDER BY" in s and "routing_work_items" in s
+            )
+            conn = await session.connection()
+            if database.is_sqlite:
+                rows = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+                plan = "\n".join(str(row[-1]) for row in rows)
+                assert "TEMP B-TREE" not in plan, plan
+            else:
+                await conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+                await conn.exec_driver_sql(f"PREPARE backlog_head AS {statement}")
+                values = ", ".join(f"'{value}'" for value in parameters)
+                rows = await conn.exec_driver_sql(f"EXPLAIN EXECUTE backlog_head({values})")
+                plan = "\n".join(str(row[0]) for row in rows)
+                await conn.exec_driver_sql("DEALLOCATE backlog_head")
+                assert "Index Scan using ix_routing_items_waiting" in plan, plan
+            assert "ix_routing_items_waiting" in plan, plan
+            assert "ix_routing_items_state" not in plan, plan
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)

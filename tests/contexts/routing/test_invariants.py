@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select
 
+from allot.contexts import routing
 from allot.contexts.routing import agent_service, service
 from allot.contexts.routing.models import (
     Agent,
@@ -233,3 +234,47 @@ async def test_several_processes_on_postgresql_never_double_assign(database, clo
     assert states.count("waiting") == 50
     assert len(agents) == 6
     assert os.getpid()
+
+
+def _process_batches(url: str, start: int, count: int) -> None:
+    """One 'API process' taking its items in as concurrent set-based batches of 5."""
+
+    async def run() -> None:
+        database = Database(url, pool_size=4)
+        try:
+
+            async def batch(first: int) -> None:
+                items = [routing.NewItem(reference=f"mpb:{n}", kind="lead")
+                         for n in range(first, first + 5)]  # fmt: skip
+                await database.run(lambda session: routing.submit_many(session, items))
+
+            await asyncio.gather(*(batch(n) for n in range(start, start + count, 5)))
+        finally:
+            await database.dispose()
+
+    asyncio.run(run())
+
+
+async def test_several_processes_placing_batches_never_overrun_capacity(
+    database, clock, database_url
+):
+    if database.dialect != "postgresql":
+        pytest.skip("multi-process intake needs PostgreSQL (SQLite is single-process by design)")
+    await make_queue(database)
+    for _ in range(6):
+        await make_agent(database, capacity=5)
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_process_batches, args=(database_url, n * 40, 40)) for n in range(3)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    await assert_invariants(database)
+    async with database.reader() as session:
+        states = (await session.execute(select(WorkItem.state))).scalars().all()
+    assert len(states) == 120
+    assert states.count("assigned") == 30  # 6 agents x 5: every slot used, none twice
+    assert states.count("waiting") == 90

@@ -1,0 +1,208 @@
+"""Group commit: concurrent callers hand their writes to one unit of work that takes them all.
+
+Why: a unit of work per HTTP request pays a commit, a writer turn (SQLite has one writer) and a
+round of per-row statements for every request. When many requests of one kind arrive at once
+(leads from an integration), one transaction for all of them is several times cheaper: the
+work is done set-based and committed once. Nothing waits for a batch to fill: the first caller
+starts a drain, which takes whatever is pending when it gets the writer turn, so an idle system
+answers a lone request as fast as before and a busy one batches more.
+
+Guarantees, per caller:
+- G1 commit before answer: `submit` returns only after the transaction holding the caller's
+  write committed (as the request unit of work does).
+- G2 one caller's failure is its own: the batch function returns an exception for a row it
+  refuses (a duplicate, say) and the others commit. If the batch as a whole fails (a race
+  lost to another process, a bug), nothing of it stays and every row is taken again on its
+  own, in its own unit of work, by `run_one` (the single-row path), so each caller gets the
+  answer it would have got alone.
+- G3 each row keeps its caller's context: actor, request id and correlation id are captured at
+  `submit` and re-applied around that row's work (the batch function applies them).
+- Rows of different actors are never in one batch (audit entries and events of a batch's
+  shared statements carry one actor).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from prometheus_client import Counter, Histogram
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allot.kernel import context
+from allot.kernel.context import ContextSnapshot
+from allot.kernel.db.engine import (
+    MAX_TRANSACTION_ATTEMPTS,
+    Database,
+    backoff_before_retry,
+    is_retryable,
+)
+
+log = logging.getLogger(__name__)
+
+BATCH_ROWS = Histogram(
+    "allot_group_commit_batch_rows",
+    "Rows written per group-commit batch",
+    ["name"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+FALLBACKS = Counter(
+    "allot_group_commit_fallbacks_total",
+    "Group-commit batches that failed as a whole and were taken row by row",
+    ["name"],
+)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Row(Generic[T]):
+    """One caller's work, with the context to do it in."""
+
+    value: T
+    caller: ContextSnapshot
+
+
+RunBatch = Callable[[AsyncSession, Sequence[Row[T]]], Awaitable[list[R | Exception]]]
+RunOne = Callable[[AsyncSession, T], Awaitable[R]]
+
+
+@dataclass(slots=True)
+class _Pending(Generic[T, R]):
+    row: Row[T]
+    answer: asyncio.Future[R]
+
+
+class GroupCommit(Generic[T, R]):
+    """Takes rows from concurrent callers and writes them in shared units of work."""
+
+    def __init__(
+        self,
+        name: str,
+        database: Database,
+        *,
+        run_batch: RunBatch[T, R],
+        run_one: RunOne[T, R],
+        max_batch: int = 256,
+    ) -> None:
+        self.name = name
+        self.database = database
+        self._run_batch = run_batch
+        self._run_one = run_one
+        self.max_batch = max_batch
+        self._pending: list[_Pending[T, R]] = []
+        # One drain at a time, on PostgreSQL too: two would plan from the same snapshot (both
+        # seeing the same agent as the least loaded, say), and while one batch is under way
+        # the next simply grows.
+        self._drain: asyncio.Task[None] | None = None
+        self._open = asyncio.Event()
+        self._open.set()
+        self.batches = 0  # counters for tests and /metrics
+        self.rows = 0
+        self.fallbacks = 0
+
+    async def submit(self, value: T) -> R:
+        """The result of `value`'s write, once committed; or the exception refusing it."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[R] = loop.create_future()
+        pending = _Pending(Row(value, context.snapshot()), answer)
+        self._pending.append(pending)
+        if self._drain is None or self._drain.done():
+            self._drain = loop.create_task(self._drain_pending())
+        return await pending.answer
+
+    @asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """No batch starts while held: callers queue up, and all of them are taken in together
+        when it ends (tests use it to make a batch of a known size)."""
+        self._open.clear()
+        try:
+            yield
+        finally:
+            self._open.set()
+
+    def waiting(self) -> int:
+        return sum(1 for p in self._pending if not p.answer.done())
+
+    async def _drain_pending(self) -> None:
+        while self._pending:
+            await self._open.wait()
+            # One turn of the loop first: requests that are ready join this batch.
+            await asyncio.sleep(0)
+            batch = self._next_batch()
+            if not batch:
+                continue
+            try:
+                await self._write(batch)
+            except BaseException as exc:  # never leave a caller waiting forever
+                for pending in batch:
+                    if not pending.answer.done():
+                        pending.answer.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+
+    def _next_batch(self) -> list[_Pending[T, R]]:
+        """The oldest pending rows of the first caller's actor, up to `max_batch`."""
+        live = [p for p in self._pending if not p.answer.done()]  # a caller that gave up
+        if not live:
+            self._pending.clear()
+            return []
+        actor = live[0].row.caller.actor
+        batch = [p for p in live if p.row.caller.actor == actor][: self.max_batch]
+        taken = {id(p) for p in batch}
+        self._pending = [p for p in live if id(p) not in taken]
+        return batch
+
+    async def _write(self, batch: list[_Pending[T, R]]) -> None:
+        # Rows that arrive while this batch waits for the writer join the NEXT batch: this one
+        # is fixed, so its answers match what was written.
+        rows = [p.row for p in batch]
+        for attempt in range(1, MAX_TRANSACTION_ATTEMPTS + 1):
+            try:
+                async with self.database.transaction() as session:
+                    outcomes = await self._run_batch(session, rows)
+                    if len(outcomes) != len(rows):
+                        raise RuntimeError("a batch must answer every row")
+            except Exception as exc:
+                if is_retryable(exc) and attempt < MAX_TRANSACTION_ATTEMPTS:
+                    await backoff_before_retry(attempt)
+                    continue
+                log.info("group commit: batch of %d failed (%s); one by one", len(rows), exc)
+                await self._one_by_one(batch)
+                return
+            self.batches += 1
+            self.rows += len(rows)
+            BATCH_ROWS.labels(self.name).observe(len(rows))
+            for pending, outcome in zip(batch, outcomes, strict=True):
+                if pending.answer.done():
+                    continue
+                if isinstance(outcome, Exception):
+                    pending.answer.set_exception(outcome)
+                else:
+                    pending.answer.set_result(outcome)
+            return
+
+    def _one(self, value: T) -> Callable[[AsyncSession], Awaitable[R]]:
+        async def work(session: AsyncSession) -> R:
+            return await self._run_one(session, value)
+
+        return work
+
+    async def _one_by_one(self, batch: list[_Pending[T, R]]) -> None:
+        self.fallbacks += 1
+        FALLBACKS.labels(self.name).inc()
+        for pending in batch:
+            with pending.row.caller.applied():
+                try:
+                    result = await self.database.run(self._one(pending.row.value))
+                except Exception as exc:
+                    if not pending.answer.done():
+                        pending.answer.set_exception(exc)
+                    continue
+            if not pending.answer.done():
+                pending.answer.set_result(result)
