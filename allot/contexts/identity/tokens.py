@@ -4,6 +4,7 @@ the owner's permissions), expiring, revocable, with `last_used_at` written at mo
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import uuid
@@ -153,6 +154,27 @@ async def list_tokens(
     return await repository.list_tokens(session, user_id, params)
 
 
+_lookups: dict[str, asyncio.Future[principal_cache.CachedToken | None]] = {}
+
+
+async def _look_up(
+    database: Database, token_digest: str, now: datetime
+) -> principal_cache.CachedToken | None:
+    async with database.reader() as session:
+        token = await repository.token_with_user(session, token_digest)
+        if token is None or not is_usable(token, now) or not token.user.is_active:
+            return None
+        principal = service.principal_for(token.user, via="token", token_scopes=token.scopes)
+        cached = principal_cache.CachedToken(
+            principal=principal,
+            token_id=token.id,
+            expires_at=token.expires_at,
+            last_used_at=token.last_used_at,
+        )
+    principal_cache.tokens.put(token_digest, cached)
+    return cached
+
+
 async def principal_for_token(database: Database, plaintext: str) -> Principal | None:
     if not plaintext.startswith(TOKEN_PREFIX):
         return None
@@ -160,22 +182,21 @@ async def principal_for_token(database: Database, plaintext: str) -> Principal |
     token_digest = digest(plaintext)
     cached = principal_cache.tokens.get(token_digest)
     if cached is None:
-        async with database.reader() as session:
-            token = await repository.token_with_user(session, token_digest)
-            if token is None or not is_usable(token, now) or not token.user.is_active:
-                return None
-            principal = service.principal_for(token.user, via="token", token_scopes=token.scopes)
-            cached = principal_cache.CachedToken(
-                principal=principal,
-                token_id=token.id,
-                expires_at=token.expires_at,
-                last_used_at=token.last_used_at,
-            )
-        principal_cache.tokens.put(token_digest, cached)
+        # One lookup per token at a time: when the cached entry runs out under load, every
+        # request of that client would otherwise read the token (and touch it) at once, and
+        # queue up behind each other for seconds.
+        lookup = _lookups.get(token_digest)
+        if lookup is None:
+            lookup = asyncio.ensure_future(_look_up(database, token_digest, now))
+            _lookups[token_digest] = lookup
+            lookup.add_done_callback(lambda _: _lookups.pop(token_digest, None))
+        cached = await asyncio.shield(lookup)
+        if cached is None:
+            return None
     elif cached.expires_at is not None and cached.expires_at <= now:
         return None
     if cached.last_used_at is None or cached.last_used_at < now - TOUCH_INTERVAL:
+        cached.last_used_at = now  # first: the requests arriving meanwhile need not touch it too
         async with database.transaction() as session:
             await repository.touch_token(session, cached.token_id, now, now - TOUCH_INTERVAL)
-        cached.last_used_at = now
     return cached.principal

@@ -149,3 +149,23 @@ async def test_bearer_calls_need_no_csrf_token(client, database):
         headers=await auth_headers(database, admin),
     )
     assert response.status_code == 201
+
+
+async def test_concurrent_requests_of_one_token_read_and_touch_it_once(client, database):
+    import asyncio
+
+    from allot.contexts.identity import principal_cache
+    from tests.conftest import count_queries
+
+    user = await make_user(database, roles=["operator"])
+    headers = await auth_headers(database, user)
+    principal_cache.tokens.forget()  # the cached entry ran out: 20 requests arrive at once
+    with count_queries(database) as queries:
+        responses = await asyncio.gather(
+            *(client.get("/api/v1/me", headers=headers) for _ in range(20))
+        )
+    assert [r.status_code for r in responses] == [200] * 20
+    lookups = [s for s in queries.statements if "FROM identity_tokens" in s]
+    touches = [s for s in queries.statements if s.lstrip().startswith("UPDATE identity_tokens")]
+    assert len(lookups) == 1
+    assert len(touches) <= 1
