@@ -151,7 +151,10 @@ async def run(args: argparse.Namespace) -> None:
             placed = result["placed_per_s"] * result["seconds"]
             cpu_ms = (cpu_after - cpu_before) * 1000 / placed if placed else 0.0
             batches = after[1] - before[1]
-            per_batch = (after[0] - before[0]) / batches if batches else 0.0
+            # /metrics is per process: with several workers it shows whichever answered.
+            per_batch = (
+                f"{(after[0] - before[0]) / batches:.1f}" if batches and args.workers == 1 else "?"
+            )
             ratio = result["placed_per_s"] / BASELINE[state]
             print(
                 f"  {args.backend} x{args.workers}, {clients:>2} clients, {state} "
@@ -159,7 +162,7 @@ async def run(args: argparse.Namespace) -> None:
                 f"{result['placed_per_s']:.0f} leads placed/s ({ratio:.1f}x baseline "
                 f"{BASELINE[state]:.0f}/s), p50 {result['p50_ms']:.1f} ms, "
                 f"p99 {result['p99_ms']:.1f} ms, {result['refused']:.0f} not placed, "
-                f"{result['errors']:.0f} errors; {per_batch:.1f} leads per group commit, "
+                f"{result['errors']:.0f} errors; {per_batch} leads per group commit, "
                 f"server CPU {cpu_ms:.2f} ms per lead",
                 flush=True,
             )

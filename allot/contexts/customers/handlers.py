@@ -47,14 +47,36 @@ def _occurred_at(payload: dict[str, Any]) -> datetime | None:
         return None
 
 
-@subscribe("customers.timeline_from_leads", *ENTRIES)
+def _customer_id(event: Event) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(event.payload["customer_id"]))
+    except (KeyError, ValueError):
+        return None  # a lead without a customer has no timeline to join
+
+
+_LIVE_CARDS = "customers.live_cards"
+
+
+async def _load_cards(session: AsyncSession, events: list[Event]) -> None:
+    """Which cards of a batch of lead events are live (not merged away), in one query: the
+    handler then skips `resolve_merged`'s query for each of them."""
+    ids = {_customer_id(event) for event in events} - {None}
+    cards = await repository.get_cards(session, ids)  # type: ignore[arg-type]
+    session.info[_LIVE_CARDS] = {i for i, card in cards.items() if card.merged_into_id is None}
+
+
+@subscribe("customers.timeline_from_leads", *ENTRIES, prepare=_load_cards)
 async def lead_event_to_timeline(session: AsyncSession, event: Event) -> None:
     payload = event.payload
-    try:
-        customer_id = uuid.UUID(str(payload["customer_id"]))
-    except (KeyError, ValueError):
-        return  # a lead without a customer has no timeline to join
-    target = await repository.resolve_merged(session, customer_id)
+    customer_id = _customer_id(event)
+    if customer_id is None:
+        return
+    live: set[uuid.UUID] = session.info.get(_LIVE_CARDS, set())
+    target = (
+        customer_id
+        if customer_id in live
+        else (await repository.resolve_merged(session, customer_id))
+    )
     if target is None:
         log.warning("lead event for an unknown customer", event_id=str(event.id))
         return

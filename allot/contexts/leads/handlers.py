@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allot.contexts import customers, routing
 from allot.kernel.events import Event, subscribe
 
+from . import repository as repo
 from . import service
 
 LEAD_REFERENCE_PREFIX = "lead:"
@@ -27,8 +28,19 @@ def _lead_id(reference: str) -> uuid.UUID | None:
         return None
 
 
+async def _load_leads(session: AsyncSession, events: list[Event]) -> None:
+    """The leads of a batch of routing events in one query (the handler then finds them in the
+    session instead of reading each)."""
+    ids = {_lead_id(str(e.payload.get("reference") or "")) for e in events} - {None}
+    if ids:
+        await repo.leads_by_ids(session, ids)  # type: ignore[arg-type]
+
+
 @subscribe(
-    "leads.on_routing_assignment", routing.events.ITEM_ASSIGNED, routing.events.ITEM_UNASSIGNED
+    "leads.on_routing_assignment",
+    routing.events.ITEM_ASSIGNED,
+    routing.events.ITEM_UNASSIGNED,
+    prepare=_load_leads,
 )
 async def on_routing_assignment(session: AsyncSession, event: Event) -> None:
     payload = event.payload

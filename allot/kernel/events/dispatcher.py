@@ -202,6 +202,8 @@ class Dispatcher:
         async with unit as session:
             if consumer.durable:
                 events = await _not_yet_applied(session, consumer.name, events)
+            if consumer.prepare is not None and len(events) > 1:
+                await consumer.prepare(session, events)
             for event in events:
                 with context.bound(correlation_id=event.correlation_id):
                     await consumer.handler(session, event)

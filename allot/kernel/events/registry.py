@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allot.kernel.events.outbox import Event
 
 Handler = Callable[[AsyncSession, Event], Awaitable[None]]
+Prepare = Callable[[AsyncSession, list[Event]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,10 @@ class Consumer:
     # which saves a write per event, and the handler gets a read-only session. Anything that
     # changes state must stay durable.
     durable: bool = True
+    # Runs once before a batch of events is handled one by one, in the same unit of work: it
+    # loads what the handler will read for all of them at once (one query instead of one per
+    # event); the handler must not depend on it for correctness.
+    prepare: Prepare | None = None
 
 
 class ConsumerRegistry:
@@ -32,7 +37,7 @@ class ConsumerRegistry:
         self._consumers: dict[str, Consumer] = {}
 
     def subscribe(
-        self, name: str, *event_types: str, durable: bool = True
+        self, name: str, *event_types: str, durable: bool = True, prepare: Prepare | None = None
     ) -> Callable[[Handler], Handler]:
         if not event_types:
             raise ValueError("A consumer needs at least one event type")
@@ -41,7 +46,9 @@ class ConsumerRegistry:
             existing = self._consumers.get(name)
             if existing is not None and existing.handler is not handler:
                 raise ValueError(f"Consumer name {name!r} is already taken")
-            self._consumers[name] = Consumer(name, frozenset(event_types), handler, durable)
+            self._consumers[name] = Consumer(
+                name, frozenset(event_types), handler, durable, prepare
+            )
             return handler
 
         return decorator

@@ -31,8 +31,12 @@ CONSUMER = "customers.timeline_from_leads"
 def only_the_timeline_consumer() -> ConsumerRegistry:
     """The customers consumer alone: these tests fake the leads context's events, which the
     real leads handlers must not see."""
+    (real,) = [c for c in registry.all() if c.name == CONSUMER]
     consumers = ConsumerRegistry()
-    consumers.subscribe(CONSUMER, *handlers.ENTRIES)(handlers.lead_event_to_timeline)
+    consumers.subscribe(real.name, *real.event_types, durable=real.durable, prepare=real.prepare)(
+        real.handler
+    )
+    assert real.handler is handlers.lead_event_to_timeline
     return consumers
 
 
@@ -145,3 +149,18 @@ async def test_an_entry_for_an_unknown_customer_is_refused(database):
     with pytest.raises(NotFound):
         async with database.transaction() as session:
             await customers.add_timeline_entry(session, uuid.uuid4(), kind="x", title="Hello")
+
+
+async def test_a_batch_of_events_reads_its_cards_once(database):
+    from tests.conftest import count_queries
+
+    cards = [await intake(database, phone=f"+7912345670{n}") for n in range(6)]
+    await deliver(database)  # the cards' own events
+    for card in cards:
+        await lead_event(database, "leads.lead.assigned", card.id, uuid.uuid4(), agent_id="a")
+    with count_queries(database) as queries:
+        assert await deliver(database) == 6
+    card_reads = [s for s in queries.statements if "FROM customers_customers" in s]
+    assert len(card_reads) == 1  # not one per event
+    for card in cards:
+        assert [e.kind for e in await timeline(database, card.id)].count("lead.assigned") == 1
