@@ -42,6 +42,7 @@ BACKLOG_PASS_LIMIT = 100  # an agent freed of capacity takes at most this many i
 OFFER_EXPIRY = "routing.offer_expiry"
 FIRST_RESPONSE_DUE = "routing.first_response_due"
 RECLAIM = "routing.reclaim"
+BACKLOG_SWEEP_OF_AGENT = "routing.backlog_pass"  # one agent's backlog pass, after a commit
 
 
 @dataclass(slots=True)

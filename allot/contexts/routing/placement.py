@@ -55,7 +55,7 @@ from . import events
 from . import queue_catalog as catalog
 from . import repository as repo
 from .decision import sort_key
-from .engine import DIRECT_CANDIDATES, FIRST_RESPONSE_DUE, Moment
+from .engine import BACKLOG_SWEEP_OF_AGENT, DIRECT_CANDIDATES, FIRST_RESPONSE_DUE, Moment
 from .models import BUSY
 from .queue_catalog import QueueRules
 from .repository import AGENTS, ITEMS
@@ -110,18 +110,33 @@ async def submit_many(
         else:
             by_queue.setdefault(queue.id, (queue, []))[1].append(index)
 
+    # What the plan does not cover goes first, before the plan locks any agent: `submit` waits
+    # for an agent's row lock, and waiting while holding others' is how deadlocks start.
+    await _one_by_one(session, items, sorted(one_by_one), results, callers)
+    one_by_one = []
     rows: list[dict[str, Any]] = []
     waiting: list[dict[str, Any]] = []
     for queue, indexes in by_queue.values():
-        plan, unplaced, whole_pool = await _plan(session, queue, items, indexes, at.now)
-        if whole_pool:  # nobody eligible can take them: they wait, as `submit` would leave them
+        plan, unplaced, whole_pool, busy = await _plan(session, queue, items, indexes, at.now)
+        if whole_pool or busy:
+            # Nobody free can take them: they wait, as `submit` would leave them. Agents that
+            # another transaction was placing work with (skipped, `busy`) get a backlog pass of
+            # their own right after this commit (a durable timer due now): they may have room
+            # left when that transaction ends, and their backlog must not wait for the next
+            # completion.
             for index in unplaced:
                 waiting.append(_item_row(items[index], queue, None, at))
                 results[index] = SubmitResult.model_construct(
                     item_id=waiting[-1]["id"], state="waiting", agent_id=None, offer_ids=[]
                 )
+            if unplaced:
+                for agent_id in busy:
+                    await timers.schedule(
+                        session, BACKLOG_SWEEP_OF_AGENT, at.now, {"agent_id": str(agent_id)},
+                        key=f"backlog:{agent_id}",
+                    )  # fmt: skip
         else:
-            one_by_one += unplaced
+            one_by_one += unplaced  # more members than were read (heavy items): one by one
         reserved = await _reserve(session, plan, items, at)
         for agent_id, chosen in plan.items():
             if agent_id not in reserved:
@@ -138,7 +153,18 @@ async def submit_many(
         await _record_assignments(session, rows, by_queue, position, callers, at)
         await _record_waiting(session, waiting, position, callers)
 
-    for index in sorted(one_by_one):
+    await _one_by_one(session, items, sorted(one_by_one), results, callers)
+    return [result for result in results if result is not None]
+
+
+async def _one_by_one(
+    session: AsyncSession,
+    items: Sequence[NewItem],
+    indexes: list[int],
+    results: list[SubmitResult | None],
+    callers: Sequence[ContextSnapshot] | None,
+) -> None:
+    for index in indexes:
         item = items[index]
         with _applied(callers, index):
             results[index] = await submit(
@@ -146,7 +172,6 @@ async def submit_many(
                 priority=item.priority, weight=item.weight,
                 first_response_due_at=item.first_response_due_at,
             )  # fmt: skip
-    return [result for result in results if result is not None]
 
 
 async def _plan(
@@ -155,9 +180,10 @@ async def _plan(
     items: Sequence[NewItem],
     indexes: list[int],
     now: datetime,
-) -> tuple[dict[uuid.UUID, list[int]], list[int], bool]:
-    """Which agent takes which item (by position), the items nobody read can take, and whether
-    the read covered every eligible member (then those items simply wait)."""
+) -> tuple[dict[uuid.UUID, list[int]], list[int], bool, list[uuid.UUID]]:
+    """Which agent takes which item (by position), the items nobody read can take, whether the
+    read covered every eligible member, and the members skipped as busy in another
+    transaction."""
     order = sorted(indexes, key=lambda i: (-items[i].priority, i))
     limit = len(order) + DIRECT_CANDIDATES
     candidates = await repo.top_candidates(
@@ -169,14 +195,15 @@ async def _plan(
         limit=limit,
     )
     if any(c.kind_capped for c in candidates):
-        return {}, order, False  # per-kind caps are checked row by row by `reserve_capacity`
+        return {}, order, False, []  # per-kind caps are checked row by row by `reserve_capacity`
     # The agents are locked now, in id order, skipping any another transaction is placing work
     # with at this moment (PostgreSQL; SQLite's one writer locks nothing): concurrent batches
     # then spread over the next least loaded instead of queueing behind one another for the
     # same few agents. Lock order agent -> membership rows, as everywhere in the engine.
     agent_ids = sorted(c.agent_id for c in candidates)
     free = set((await session.execute(_lock_statement(), {"p_ids": agent_ids})).scalars())
-    whole_pool = len(candidates) < limit and len(free) == len(candidates)
+    busy = [agent_id for agent_id in agent_ids if agent_id not in free]
+    whole_pool = len(candidates) < limit and not busy
     candidates = [c for c in candidates if c.agent_id in free]
     key = sort_key(queue.strategy)
     ranked = [
@@ -211,7 +238,7 @@ async def _plan(
                 heapq.heappush(ranked, (key(best), next(tiebreak), best))  # type: ignore[arg-type]
         for entry in too_small:
             heapq.heappush(ranked, entry)
-    return plan, unplaced, whole_pool
+    return plan, unplaced, whole_pool, busy
 
 
 async def _reserve(

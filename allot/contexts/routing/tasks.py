@@ -8,7 +8,12 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.contexts.routing import agent_service, engine
-from allot.contexts.routing.engine import FIRST_RESPONSE_DUE, OFFER_EXPIRY, Moment
+from allot.contexts.routing.engine import (
+    BACKLOG_SWEEP_OF_AGENT,
+    FIRST_RESPONSE_DUE,
+    OFFER_EXPIRY,
+    Moment,
+)
 from allot.contexts.routing.models import Agent, Offer, Queue, WorkItem
 from allot.kernel.timers import Timer, timer_handler
 
@@ -76,3 +81,10 @@ async def leave_change(session: AsyncSession, timer: Timer) -> None:
     agent = await session.get(Agent, uuid.UUID(timer.payload["agent_id"]))
     if agent is not None:
         await agent_service.refresh_leave(session, agent, Moment.read())
+
+
+@timer_handler(BACKLOG_SWEEP_OF_AGENT)
+async def backlog_pass(session: AsyncSession, timer: Timer) -> None:
+    """Place waiting work with an agent that a concurrent batch skipped while it was busy
+    (placement.py): the same pass as when its capacity frees."""
+    await engine.fill_agent(session, uuid.UUID(timer.payload["agent_id"]), Moment.read())

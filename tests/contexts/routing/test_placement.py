@@ -16,7 +16,7 @@ from allot.contexts.routing import events
 from allot.contexts.routing.models import WorkItem
 from allot.kernel.db import Database
 from allot.kernel.events import OutboxEvent
-from allot.kernel.timers import Timer
+from allot.kernel.timers import Timer, TimerRunner
 
 from .helpers import agent, assert_invariants, items, make_agent, make_queue, submit
 from .test_invariants import _reset
@@ -165,10 +165,11 @@ async def test_concurrent_batches_never_overrun_capacity(database, clock):
     await make_queue(database)
     await asyncio.gather(*(make_agent(database, capacity=3) for _ in range(4)))
     # 8 batches of 3 for 12 places: whatever the interleaving, 12 assigned and 12 waiting.
-    results = await asyncio.gather(*(submit_in_one(database, new_items(3)) for _ in range(8)))
-    states = Counter(r.state for batch in results for r in batch)
-    assert states == {"assigned": 12, "waiting": 12}
-    assert len(await items(database)) == 24
+    await asyncio.gather(*(submit_in_one(database, new_items(3)) for _ in range(8)))
+    # A batch that found an agent busy in another one left it a backlog pass (a timer due now).
+    await TimerRunner(database).fire_due()
+    stored = await items(database)
+    assert Counter(item.state for item in stored) == {"assigned": 12, "waiting": 12}
     await assert_invariants(database)
 
 
@@ -187,3 +188,29 @@ async def test_a_heavy_item_that_fits_nowhere_waits_and_a_lighter_one_behind_it_
     assert [(r.state, r.agent_id) for r in results] == [("waiting", None), ("assigned", roomy.id)]
     assert [(await agent(database, a.id)).load for a in small] == [0] * len(small)
     await assert_invariants(database)
+
+
+async def test_an_agent_busy_in_another_transaction_is_skipped_then_gets_its_backlog_pass(
+    database, clock
+):
+    import pytest
+    from sqlalchemy import text
+
+    if database.dialect != "postgresql":
+        pytest.skip("row locks are PostgreSQL's (SQLite has one writer)")
+    await make_queue(database)
+    busy = await make_agent(database, capacity=2)
+    async with database.transaction() as holder:  # another transaction placing work with it
+        await holder.execute(
+            text("SELECT id FROM routing_agents WHERE id = :id FOR UPDATE"), {"id": busy.id}
+        )
+        results = await submit_in_one(database, new_items(2))
+    assert [r.state for r in results] == ["waiting", "waiting"]  # not blocked behind the lock
+    async with database.reader() as session:
+        timer = (
+            await session.scalars(select(Timer).where(Timer.key == f"backlog:{busy.id}"))
+        ).one()
+    assert timer.due_at == clock.now()
+    await TimerRunner(database).fire_due()
+    assert {i.state for i in await items(database)} == {"assigned"}
+    assert (await agent(database, busy.id)).load == 2
