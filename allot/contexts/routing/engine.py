@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from allot.contexts.routing import events
 from allot.contexts.routing import queue_catalog as catalog
@@ -85,6 +86,13 @@ async def _publish_item(session: AsyncSession, type_: str, item: Any, **extra: A
         aggregate_id=item.id,
         payload=_item_payload(item, **extra),
     )
+
+
+def _mirror(item: WorkItem, **values: Any) -> None:
+    """Show on the loaded item what a conditional UPDATE just wrote, without marking it changed:
+    assigning the attributes would make the session write them all again at its next flush."""
+    for name, value in values.items():
+        set_committed_value(item, name, value)
 
 
 # -- placing an item -------------------------------------------------------------------------
@@ -173,7 +181,7 @@ async def _assign_to(
     ):
         await _release(session, agent_id, item, at)
         return False
-    item.state, item.owner_agent_id, item.assigned_at = "assigned", agent_id, at.now
+    _mirror(item, state="assigned", owner_agent_id=agent_id, assigned_at=at.now)
     await _on_assigned(session, item, queue, agent_id, at, via="direct")
     return True
 
@@ -226,7 +234,7 @@ async def _offer_to_best(
         )
         if not moved:
             raise RuntimeError(f"Item {item.id} left 'waiting' while offers were being made")
-        item.state = "offered"
+        _mirror(item, state="offered")
         expires = at.now + timedelta(seconds=queue.offer_timeout_seconds)
         await _publish_item(
             session,
@@ -311,7 +319,7 @@ async def _offer_single(
     if offer_id is None:
         return False
     await repo.set_item_state(session, item.id, from_states=("waiting",), to_state="offered")
-    item.state = "offered"
+    _mirror(item, state="offered")
     await _publish_item(
         session,
         events.ITEM_OFFERED,
@@ -424,7 +432,7 @@ async def _end_offer(
         and not await repo.pending_offers_for_item(session, item.id)
     ):
         await repo.set_item_state(session, item.id, from_states=("offered",), to_state="waiting")
-        item.state = "waiting"
+        _mirror(item, state="waiting")
         await reroute(session, item, at)
     # The agent's capacity is free again: it may take other waiting work (not this item).
     await fill_agent(session, offer.agent_id, at)
@@ -443,10 +451,11 @@ async def close_item(session: AsyncSession, item: WorkItem, to_state: str, at: M
         closed_at=at.now,
     ):
         return False
-    item.state = to_state
+    _mirror(item, state=to_state, closed_at=at.now)
     await timers.cancel(session, f"frt:{item.id}")
-    for offer in await repo.pending_offers_for_item(session, item.id):
-        await _end_offer(session, offer.id, "rescinded", at, reroute_item=False)
+    if previous_state == "offered":  # I3: only an offered item has pending offers
+        for offer in await repo.pending_offers_for_item(session, item.id):
+            await _end_offer(session, offer.id, "rescinded", at, reroute_item=False)
     event_type = events.ITEM_COMPLETED if to_state == "completed" else events.ITEM_CANCELLED
     await _publish_item(session, event_type, item, state=to_state)
     if previous_state == "assigned" and owner is not None:
@@ -477,7 +486,8 @@ async def unassign(
         first_response_due_at=fresh_due,
     ):
         return RouteResult(item.state)
-    item.state, item.owner_agent_id, item.first_response_due_at = "waiting", None, fresh_due
+    _mirror(item, state="waiting", owner_agent_id=None, assigned_at=None,
+            first_response_due_at=fresh_due)  # fmt: skip
     await timers.cancel(session, f"frt:{item.id}")
     if exclude_owner:  # recorded like a decline so the item never returns to this agent
         await repo.insert_offer(
