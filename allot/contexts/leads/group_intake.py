@@ -8,7 +8,8 @@ Each lead of a batch ends exactly as `intake.create_lead` would leave it, taken 
 another in arrival order (the tests compare the two):
 - a (source, external_id) already stored, or repeated by an earlier lead of the batch, is that
   request's 409 with `existing_id`; the others go on (L1);
-- its customer card, found or made by `customers.intake` under the request's own context;
+- its customer card, found or made by `customers.intake_many` (set-based, the same card
+  `customers.intake` would give; a new card's events recorded as its request's);
 - its work item placed by `routing.submit_many` (the engine's rules, set-based);
 - the lead rows in one executemany INSERT; per lead its timeline rows, audit entry and events
   (`intake.record_intake`), recorded under its own request's actor and ids.

@@ -24,7 +24,6 @@ Guarantees, per caller:
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -41,8 +40,9 @@ from allot.kernel.db.engine import (
     backoff_before_retry,
     is_retryable,
 )
+from allot.kernel.logging import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 BATCH_ROWS = Histogram(
     "allot_group_commit_batch_rows",
@@ -172,7 +172,11 @@ class GroupCommit(Generic[T, R]):
                 if is_retryable(exc) and attempt < MAX_TRANSACTION_ATTEMPTS:
                     await backoff_before_retry(attempt)
                     continue
-                log.info("group commit: batch of %d failed (%s); one by one", len(rows), exc)
+                # The error's text can quote the rows' values: its type is enough here.
+                log.warning(
+                    "group commit batch failed; its rows are taken one by one",
+                    group=self.name, rows=len(rows), error=type(exc).__name__,
+                )  # fmt: skip
                 await self._one_by_one(batch)
                 return
             self.batches += 1
