@@ -82,12 +82,17 @@ async def item_by_reference(session: AsyncSession, reference: str) -> WorkItem |
 
 
 async def _locked_item(session: AsyncSession, reference: str) -> WorkItem:
-    item_id = await session.scalar(select(WorkItem.id).where(WorkItem.reference == reference))
-    if item_id is None:
+    """The item, its row locked (PostgreSQL; the item first, as on every path) and read fresh
+    under the lock: one statement."""
+    statement = (
+        select(WorkItem)
+        .where(WorkItem.reference == reference)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    item = await session.scalar(statement)
+    if item is None:
         raise NotFound(detail=f"No work item {reference!r}")
-    await repo.lock_item(session, item_id)
-    item = await session.get(WorkItem, item_id, populate_existing=True)
-    assert item is not None
     return item
 
 
