@@ -103,7 +103,6 @@ class GroupCommit(Generic[T, R]):
         self._open = asyncio.Event()
         self._open.set()
         self.batches = 0  # counters for tests and /metrics
-        self.rows = 0
         self.fallbacks = 0
 
     async def submit(self, value: T) -> R:
@@ -180,7 +179,6 @@ class GroupCommit(Generic[T, R]):
                 await self._one_by_one(batch)
                 return
             self.batches += 1
-            self.rows += len(rows)
             BATCH_ROWS.labels(self.name).observe(len(rows))
             for pending, outcome in zip(batch, outcomes, strict=True):
                 if pending.answer.done():
