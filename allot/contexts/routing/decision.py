@@ -1,8 +1,8 @@
 """The pure decision core: given candidates, who gets the item. No I/O, no clock, no randomness
 of its own, so the live engine and the what-if simulator (next issue) decide identically.
 
-Strategies (all break remaining ties by least recently assigned, then a per-assignment random
-draw stored with the candidate, so no list order ever wins a tie):
+Strategies (all break remaining ties by least recently assigned, then a per-assignment draw
+stored with the candidate, so no list order ever wins a tie):
 - least_loaded (default): lowest weighted load across all queues;
 - most_available: most spare capacity;
 - round_robin: least recently assigned;
@@ -12,6 +12,7 @@ draw stored with the candidate, so no list order ever wins a tie):
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,16 @@ class Candidate:
     shuffle: float
     attributes: dict[str, Any] | None = None
     kind_capped: bool = False
+
+
+def tie_draw(agent_id: uuid.UUID, last_assigned_at: datetime, load: int) -> float:
+    """The last tie-break, drawn anew at every reservation: uniform in [0, 1) like a random draw,
+    but a function of the agent and its state after the reservation, so the what-if simulator
+    replaying the same history draws the same values (a random draw could not be replayed)."""
+    digest = hashlib.blake2b(
+        f"{agent_id}|{last_assigned_at.isoformat()}|{load}".encode(), digest_size=8
+    ).digest()
+    return int.from_bytes(digest, "big") / 2**64
 
 
 Scorer = Callable[[dict[str, Any], Candidate], float]

@@ -24,10 +24,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from allot.contexts.routing import events
+from allot.contexts.routing import decision_log, escalation, events, explain, rule_catalog
 from allot.contexts.routing import queue_catalog as catalog
 from allot.contexts.routing import repository as repo
-from allot.contexts.routing.decision import rank
+from allot.contexts.routing.decision import get_scorer, rank
 from allot.contexts.routing.models import WorkItem
 from allot.contexts.routing.queue_catalog import QueueRules
 from allot.kernel import timers
@@ -97,20 +97,95 @@ def _mirror(item: WorkItem, **values: Any) -> None:
 
 # -- placing an item -------------------------------------------------------------------------
 async def route(
-    session: AsyncSession, item: WorkItem, queue: QueueRules, at: Moment
+    session: AsyncSession,
+    item: WorkItem,
+    queue: QueueRules,
+    at: Moment,
+    *,
+    trigger: str = "submitted",
+    policy: str = "wait",
 ) -> RouteResult:
-    """Place a waiting item: assign it, offer it, or leave it waiting (and say so)."""
+    """Place a waiting item: assign it, offer it, or leave it waiting (and say so). Every call
+    logs one decision (decision_log.py): the candidates as ranked, who was left out and why.
+
+    Nobody can take it: the item's rule says what then (rules.py `when_nobody_available`):
+    wait; fall back to another queue at once (a second decision, trigger `fallback`); or wait and
+    publish an escalation for the manager. Left unowned under rules, its escalation timer is set
+    (escalation.py)."""
+    rules = await rule_catalog.rules_by_id(session, item.rule_set_id)
+    rule = escalation.rule_of(rules, item)
+    policy = rule.when_nobody_available if rule is not None else "wait"
+    result: RouteResult | None = None
+    chosen: list[uuid.UUID] = []
     if queue.offer_mode == "direct":
-        agent_id = await _assign_to_best(session, item, queue, at)
+        ranked = await _ranked_candidates(session, item, queue, DIRECT_CANDIDATES)
+        agent_id = await _assign_to_first(session, item, queue, at, ranked)
         if agent_id is not None:
-            return RouteResult("assigned", agent_id=agent_id)
+            result, chosen = RouteResult("assigned", agent_id=agent_id), [agent_id]
     else:
         size = 1 if queue.offer_mode == "offer" else max(1, queue.broadcast_size)
-        offer_ids = await _offer_to_best(session, item, queue, at, size)
+        ranked = await _ranked_candidates(session, item, queue, size + DIRECT_CANDIDATES)
+        offer_ids, chosen = await _offer_to_best(session, item, queue, at, size, ranked)
         if offer_ids:
-            return RouteResult("offered", offer_ids=offer_ids)
-    await _publish_item(session, events.ITEM_WAITING, item, reason="no_eligible_agent")
-    return RouteResult("waiting")
+            result = RouteResult("offered", offer_ids=offer_ids)
+    if result is None:
+        await _publish_item(session, events.ITEM_WAITING, item, reason="no_eligible_agent")
+        result = RouteResult("waiting")
+    await _log_decision(session, item, queue, at, trigger, result, ranked, chosen, policy, rules)
+    if result.state == "waiting" and rule is not None:
+        if policy == "fallback" and rule.fallback_queue not in (None, queue.name):
+            fallback = await catalog.queue_by_name(session, rule.fallback_queue or "")
+            if fallback is not None and await escalation.move(session, item, queue_id=fallback.id):
+                return await route(session, item, fallback, at, trigger="fallback")
+        elif policy == "escalate":
+            await escalation.publish_escalated(
+                session, item, reason="nobody_available", notify=["manager"]
+            )
+    if result.state != "assigned" and rules is not None:
+        await escalation.schedule_next(session, item, rules, at.now)
+    return result
+
+
+async def _log_decision(
+    session: AsyncSession,
+    item: WorkItem,
+    queue: QueueRules,
+    at: Moment,
+    trigger: str,
+    result: RouteResult,
+    ranked: list[Any],
+    chosen: list[uuid.UUID],
+    policy: str,
+    rules: rule_catalog.Rules | None,
+) -> None:
+    scores = None
+    if queue.strategy == "score":
+        score = get_scorer(queue.scorer)
+        scores = {c.agent_id: round(score(item.attributes or {}, c), 6) for c in ranked[:5]}
+    facts = explain.candidate_facts(ranked, scores)
+    snapshot_id = await decision_log.snapshot_pool(
+        session,
+        queue_id=queue.id,
+        weight=item.weight,
+        moment=at,
+        item_id=item.id if item.times_routed or trigger != "submitted" else None,
+    )
+    decision_log.record(
+        session,
+        item_id=item.id,
+        moment=at,
+        trigger=trigger,
+        outcome=result.state,
+        queue_id=queue.id,
+        strategy=queue.strategy,
+        agent_ids=chosen,
+        candidates=facts,
+        tie_break=explain.tie_break(queue.strategy, facts),
+        rule_set_id=item.rule_set_id,
+        rule_filter=rules.filter_name(item.rule_filter) if rules else None,
+        policy=policy if result.state == "waiting" else None,
+        snapshot_id=snapshot_id,
+    )
 
 
 async def _ranked_candidates(
@@ -129,10 +204,10 @@ async def _ranked_candidates(
     return rank(queue.strategy, candidates, item.attributes, queue.scorer)
 
 
-async def _assign_to_best(
-    session: AsyncSession, item: WorkItem, queue: QueueRules, at: Moment
+async def _assign_to_first(
+    session: AsyncSession, item: WorkItem, queue: QueueRules, at: Moment, ranked: list[Any]
 ) -> uuid.UUID | None:
-    for candidate in await _ranked_candidates(session, item, queue, DIRECT_CANDIDATES):
+    for candidate in ranked[:DIRECT_CANDIDATES]:
         agent_id: uuid.UUID = candidate.agent_id
         if await _assign_to(session, item, queue, agent_id, at, candidate.kind_capped):
             return agent_id
@@ -217,10 +292,17 @@ async def _on_assigned(
 
 
 async def _offer_to_best(
-    session: AsyncSession, item: WorkItem, queue: QueueRules, at: Moment, size: int
-) -> list[uuid.UUID]:
+    session: AsyncSession,
+    item: WorkItem,
+    queue: QueueRules,
+    at: Moment,
+    size: int,
+    ranked: list[Any],
+) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+    """Offers to the best `size` candidates who can still be reserved: (offer ids, agents)."""
     offer_ids: list[uuid.UUID] = []
-    for candidate in await _ranked_candidates(session, item, queue, size + DIRECT_CANDIDATES):
+    agents: list[uuid.UUID] = []
+    for candidate in ranked:
         if len(offer_ids) >= size:
             break
         offer_id = await _offer_to(
@@ -228,6 +310,7 @@ async def _offer_to_best(
         )
         if offer_id is not None:
             offer_ids.append(offer_id)
+            agents.append(candidate.agent_id)
     if offer_ids:
         moved = await repo.set_item_state(
             session, item.id, from_states=("waiting", "offered"), to_state="offered"
@@ -243,7 +326,7 @@ async def _offer_to_best(
             offer_ids=[str(o) for o in offer_ids],
             expires_at=expires.isoformat(),
         )
-    return offer_ids
+    return offer_ids, agents
 
 
 async def _offer_to(
@@ -308,6 +391,20 @@ async def fill_agent(session: AsyncSession, agent_id: uuid.UUID, at: Moment) -> 
             ok = await _offer_single(session, item, queue, agent_id, at)
         if not ok:
             break
+        rules = await rule_catalog.rules_by_id(session, item.rule_set_id)
+        decision_log.record(
+            session,
+            item_id=item.id,
+            moment=at,
+            trigger="capacity_freed",
+            outcome="assigned" if queue.offer_mode == "direct" else "offered",
+            queue_id=queue.id,
+            strategy=queue.strategy,
+            agent_ids=[agent_id],
+            rule_set_id=item.rule_set_id,
+            rule_filter=rules.filter_name(item.rule_filter) if rules else None,
+            note="backlog_head",  # the agent had room; this was the best item waiting for it
+        )
         placed += 1
     return placed
 
@@ -330,13 +427,19 @@ async def _offer_single(
     return True
 
 
-async def reroute(session: AsyncSession, item: WorkItem, at: Moment) -> RouteResult:
+async def reroute(
+    session: AsyncSession, item: WorkItem, at: Moment, *, trigger: str = "rerouted"
+) -> RouteResult:
     """Route an item that just went back to waiting (declined, timed out, reclaimed)."""
     queue = await catalog.queue_rules(session, item.queue_id) if item.queue_id else None
     if queue is None or not queue.is_active:
         await _publish_item(session, events.ITEM_WAITING, item, reason="no_queue")
+        decision_log.record(
+            session, item_id=item.id, moment=at, trigger=trigger, outcome="waiting",
+            queue_id=item.queue_id, rule_set_id=item.rule_set_id, policy="wait", note="no_queue",
+        )  # fmt: skip
         return RouteResult("waiting")
-    return await route(session, item, queue, at)
+    return await route(session, item, queue, at, trigger=trigger)
 
 
 # -- offers ----------------------------------------------------------------------------------
@@ -377,6 +480,18 @@ async def accept_offer(
         await _end_offer(session, other.id, "rescinded", at, reroute_item=False)
     queue = await catalog.queue_rules(session, item.queue_id) if item.queue_id else None
     await _on_assigned(session, item, queue, agent_id, at, via="offer")
+    decision_log.record(
+        session,
+        item_id=item.id,
+        moment=at,
+        trigger="accepted",
+        outcome="assigned",
+        queue_id=item.queue_id,
+        strategy=queue.strategy if queue else None,
+        agent_ids=[agent_id],
+        rule_set_id=item.rule_set_id,
+        note="offer_accepted",
+    )
     return item
 
 
@@ -453,10 +568,15 @@ async def close_item(session: AsyncSession, item: WorkItem, to_state: str, at: M
         return False
     _mirror(item, state=to_state, closed_at=at.now)
     await timers.cancel(session, f"frt:{item.id}")
+    if item.rule_set_id is not None:
+        await timers.cancel(session, f"esc:{item.id}")
     if previous_state == "offered":  # I3: only an offered item has pending offers
         for offer in await repo.pending_offers_for_item(session, item.id):
             await _end_offer(session, offer.id, "rescinded", at, reroute_item=False)
-    event_type = events.ITEM_COMPLETED if to_state == "completed" else events.ITEM_CANCELLED
+    event_type = {
+        "completed": events.ITEM_COMPLETED,
+        "expired": events.ITEM_EXPIRED,
+    }.get(to_state, events.ITEM_CANCELLED)
     await _publish_item(session, event_type, item, state=to_state)
     if previous_state == "assigned" and owner is not None:
         await _release(session, owner, item, at)
@@ -516,6 +636,18 @@ async def rescind_offers_of(session: AsyncSession, agent_id: uuid.UUID, at: Mome
     for offer in offers:
         await end_offer(session, offer.id, "rescinded", at)
     return len(offers)
+
+
+async def lock_item_by_id(session: AsyncSession, item_id: uuid.UUID) -> WorkItem | None:
+    """The item with its row locked (PostgreSQL), read fresh under the lock."""
+    statement = (
+        select(WorkItem)
+        .where(WorkItem.id == item_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    item: WorkItem | None = await session.scalar(statement)
+    return item
 
 
 async def items_of(session: AsyncSession, agent_id: uuid.UUID) -> list[WorkItem]:

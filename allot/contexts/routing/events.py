@@ -9,6 +9,11 @@ ITEM_ASSIGNED = "routing.item.assigned"
 ITEM_UNASSIGNED = "routing.item.unassigned"  # reclaimed from its owner; routed again
 ITEM_COMPLETED = "routing.item.completed"
 ITEM_CANCELLED = "routing.item.cancelled"
+ITEM_EXPIRED = "routing.item.expired"  # still unowned at its rule's TTL
+# A rule's time step or nobody-available policy acted on an unowned item; `notify` lists who
+# should hear of it ("manager", "customer"): the notifications context sends the messages.
+ITEM_ESCALATED = "routing.item.escalated"
+RULE_SET_ACTIVATED = "routing.rule_set.activated"
 OFFER_ACCEPTED = "routing.offer.accepted"
 OFFER_DECLINED = "routing.offer.declined"
 OFFER_TIMED_OUT = "routing.offer.timed_out"
@@ -25,6 +30,9 @@ ALL = (
     ITEM_UNASSIGNED,
     ITEM_COMPLETED,
     ITEM_CANCELLED,
+    ITEM_EXPIRED,
+    ITEM_ESCALATED,
+    RULE_SET_ACTIVATED,
     OFFER_ACCEPTED,
     OFFER_DECLINED,
     OFFER_TIMED_OUT,

@@ -26,7 +26,8 @@ def compile_expression(expression: str) -> rule_engine.Rule | None:
     return rule_engine.Rule(expression, context=_CONTEXT)
 
 
-def validate_expression(expression: str, field: str = "body.member_expression") -> None:
+def expression_error(expression: str) -> str | None:
+    """Why the expression cannot be used (with the position of the offending token), or None."""
     try:
         compile_expression(expression)
     except rule_engine.RuleSyntaxError as exc:
@@ -35,9 +36,17 @@ def validate_expression(expression: str, field: str = "body.member_expression") 
         where = ""
         if token is not None and isinstance(position, int):
             where = f" at position {position + 1} near {token.value!r}"
-        raise ValidationFailed.on(field, f"Syntax error{where}", "expression_syntax") from exc
+        return f"Syntax error{where}"
     except rule_engine.EngineError as exc:
-        raise ValidationFailed.on(field, str(exc.message), "expression_invalid") from exc
+        return str(exc.message)
+    return None
+
+
+def validate_expression(expression: str, field: str = "body.member_expression") -> None:
+    message = expression_error(expression)
+    if message is not None:
+        code = "expression_syntax" if message.startswith("Syntax error") else "expression_invalid"
+        raise ValidationFailed.on(field, message, code)
 
 
 def matches(expression: str, attributes: dict[str, Any]) -> bool:

@@ -7,7 +7,6 @@ attributes or a queue's membership rule change — rare, administrative events.
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -15,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.contexts.routing import expressions
 from allot.contexts.routing import repository as repo
-from allot.contexts.routing.models import Agent, Queue, QueueMember
+from allot.contexts.routing.decision import tie_draw
+from allot.contexts.routing.models import EPOCH, Agent, Queue, QueueMember
 
 
 def agent_facts(agent: Agent) -> dict[str, Any]:
@@ -32,11 +32,8 @@ def is_member(queue: Queue, agent: Agent) -> bool:
 
 async def _insert_member(session: AsyncSession, queue: Queue, agent: Agent) -> None:
     capped = bool(set(agent.capacity_by_kind or {}) & set(queue.work_kinds or []))
-    session.add(
-        QueueMember(
-            queue_id=queue.id, agent_id=agent.id, shuffle=random.random(), kind_capped=capped
-        )
-    )
+    draw = tie_draw(agent.id, agent.last_assigned_at or EPOCH, agent.load or 0)
+    session.add(QueueMember(queue_id=queue.id, agent_id=agent.id, shuffle=draw, kind_capped=capped))
 
 
 async def refresh_agent(session: AsyncSession, agent: Agent, moment: Any) -> None:

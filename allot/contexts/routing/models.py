@@ -27,6 +27,10 @@ from allot.kernel.db import Base, IdMixin, TimestampMixin
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BUSY = datetime(2999, 12, 31, tzinfo=UTC)
 AGENT_STATUSES = ("available", "away", "offline")
+RULE_SET_STATUSES = ("draft", "active", "retired")
+DECISION_TRIGGERS = (
+    "submitted", "rerouted", "capacity_freed", "escalated", "fallback", "accepted"
+)  # fmt: skip
 ITEM_STATES = ("waiting", "offered", "assigned", "completed", "cancelled", "expired")
 OPEN_ITEM_STATES = ("waiting", "offered", "assigned")
 OFFER_STATUSES = ("pending", "accepted", "declined", "timed_out", "rescinded")
@@ -180,6 +184,11 @@ class WorkItem(IdMixin, Base):
     first_response_due_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
     times_routed: Mapped[int] = mapped_column(Integer, default=0)
+    # The rule set version and filter that placed the item (None: no rules, or none matched),
+    # and how many of that filter's time steps it has been through (rules.py).
+    rule_set_id: Mapped[uuid.UUID | None]
+    rule_filter: Mapped[int | None] = mapped_column(Integer)
+    steps_done: Mapped[int] = mapped_column(Integer, default=0)
 
     __table_args__ = (
         # The backlog head per queue: highest priority, then oldest (id breaks ties), in the
@@ -221,3 +230,65 @@ class Offer(IdMixin, Base):
             sqlite_where=text("status = 'pending'"),
         ),
     )
+
+
+class RuleSet(IdMixin, Base):
+    """One version of the routing rules (rules.py). Versions are never edited: a change is a new
+    version; activating one retires the active one (the partial unique index keeps one)."""
+
+    __tablename__ = "routing_rule_sets"
+
+    version: Mapped[int] = mapped_column(Integer, unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    comment: Mapped[str | None] = mapped_column(Text)
+    definition: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by_label: Mapped[str] = mapped_column(String(255), default="system")
+    activated_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index(
+            "uq_routing_rule_sets_active",
+            "status",
+            unique=True,
+            postgresql_where=text("status = 'active'"),
+            sqlite_where=text("status = 'active'"),
+        ),
+    )
+
+
+class Decision(IdMixin, Base):
+    """Why an item went where it went (explain.py): one row per routing decision, append-only."""
+
+    __tablename__ = "routing_decisions"
+
+    item_id: Mapped[uuid.UUID]
+    occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
+    trigger: Mapped[str] = mapped_column(String(24))
+    outcome: Mapped[str] = mapped_column(String(16))
+    queue_id: Mapped[uuid.UUID | None]
+    rule_set_id: Mapped[uuid.UUID | None]
+    rule_filter: Mapped[str | None] = mapped_column(String(100))
+    strategy: Mapped[str | None] = mapped_column(String(32))
+    agent_ids: Mapped[list[Any]] = mapped_column(default=list)  # chosen (assigned / offered)
+    # The best candidates as ranked, each with the values the strategy compared.
+    candidates: Mapped[list[Any]] = mapped_column(default=list)
+    tie_break: Mapped[str | None] = mapped_column(String(32))
+    policy: Mapped[str | None] = mapped_column(String(16))  # when nobody was available
+    snapshot_id: Mapped[uuid.UUID | None]
+    note: Mapped[str | None] = mapped_column(String(200))
+
+    __table_args__ = (Index("ix_routing_decisions_item", "item_id", "occurred_at"),)
+
+
+class PoolSnapshot(IdMixin, Base):
+    """The members of a queue who could not take work at a moment, with the reasons; shared by
+    every decision made from that reading (a batch places many items from one)."""
+
+    __tablename__ = "routing_pool_snapshots"
+
+    queue_id: Mapped[uuid.UUID]
+    taken_at: Mapped[datetime] = mapped_column(default=utcnow)
+    excluded: Mapped[list[Any]] = mapped_column(default=list)  # [{"agent_id", "reasons": [...]}]
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False)

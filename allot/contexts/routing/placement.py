@@ -35,7 +35,6 @@ import contextlib
 import functools
 import heapq
 import itertools
-import random
 import uuid
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -51,14 +50,16 @@ from allot.kernel.context import ContextSnapshot
 from allot.kernel.events.outbox import NewEvent, publish_many
 from allot.kernel.ids import new_id
 
-from . import events
-from . import queue_catalog as catalog
+from . import decision_log, events, explain, rule_catalog
 from . import repository as repo
-from .decision import sort_key
+from .decision import Candidate, sort_key, tie_draw
 from .engine import BACKLOG_SWEEP_OF_AGENT, DIRECT_CANDIDATES, FIRST_RESPONSE_DUE, Moment
+from .escalation import ESCALATION
 from .models import BUSY
 from .queue_catalog import QueueRules
 from .repository import AGENTS, ITEMS
+from .rule_catalog import Placement
+from .rules import next_due
 from .schemas import SubmitResult
 from .service import submit
 
@@ -101,11 +102,22 @@ async def submit_many(
     results: list[SubmitResult | None] = [None] * len(items)
     by_queue: dict[uuid.UUID, tuple[QueueRules, list[int]]] = {}
     one_by_one: list[int] = []
+    placements: list[Placement] = []
     for index, item in enumerate(items):
         if item.weight < 1:
             raise ValueError(f"weight of {item.reference!r} must be at least 1")
-        queue = await catalog.queue_for_kind(session, item.kind)
-        if queue is None or queue.offer_mode != "direct" or queue.strategy == "score":
+        placement = await rule_catalog.place(
+            session, kind=item.kind, attributes=item.attributes, priority=item.priority,
+            weight=item.weight,
+        )  # fmt: skip
+        placements.append(placement)
+        queue = placement.queue
+        if (
+            queue is None
+            or queue.offer_mode != "direct"
+            or queue.strategy == "score"
+            or placement.policy != "wait"  # fallback / escalate: `submit` applies them
+        ):
             one_by_one.append(index)
         else:
             by_queue.setdefault(queue.id, (queue, []))[1].append(index)
@@ -116,8 +128,14 @@ async def submit_many(
     one_by_one = []
     rows: list[dict[str, Any]] = []
     waiting: list[dict[str, Any]] = []
+    explained: dict[uuid.UUID, tuple[QueueRules, list[dict[str, Any]], uuid.UUID | None]] = {}
     for queue, indexes in by_queue.values():
-        plan, unplaced, whole_pool, busy = await _plan(session, queue, items, indexes, at.now)
+        plan, unplaced, whole_pool, busy, facts = await _plan(
+            session, queue, items, placements, indexes, at.now
+        )
+        snapshot_id = await decision_log.snapshot_pool(
+            session, queue_id=queue.id, weight=1, moment=at, busy=busy
+        )
         if whole_pool or busy:
             # Nobody free can take them: they wait, as `submit` would leave them. Agents that
             # another transaction was placing work with (skipped, `busy`) get a backlog pass of
@@ -125,7 +143,8 @@ async def submit_many(
             # left when that transaction ends, and their backlog must not wait for the next
             # completion.
             for index in unplaced:
-                waiting.append(_item_row(items[index], queue, None, at))
+                waiting.append(_item_row(items[index], placements[index], None, at))
+                explained[waiting[-1]["id"]] = (queue, [], snapshot_id)
                 results[index] = SubmitResult.model_construct(
                     item_id=waiting[-1]["id"], state="waiting", agent_id=None, offer_ids=[]
                 )
@@ -143,7 +162,8 @@ async def submit_many(
                 one_by_one += chosen  # full, away or over quota since the read: one by one
                 continue
             for index in chosen:
-                rows.append(_item_row(items[index], queue, agent_id, at))
+                rows.append(_item_row(items[index], placements[index], agent_id, at))
+                explained[rows[-1]["id"]] = (queue, facts[index], snapshot_id)
                 results[index] = SubmitResult.model_construct(
                     item_id=rows[-1]["id"], state="assigned", agent_id=agent_id, offer_ids=[]
                 )
@@ -151,7 +171,8 @@ async def submit_many(
         await session.execute(insert(ITEMS), rows + waiting)
         position = {result.item_id: i for i, result in enumerate(results) if result is not None}
         await _record_assignments(session, rows, by_queue, position, callers, at)
-        await _record_waiting(session, waiting, position, callers)
+        await _record_waiting(session, waiting, position, callers, at, placements)
+        _log_decisions(session, rows + waiting, explained, placements, position, at)
 
     await _one_by_one(session, items, sorted(one_by_one), results, callers)
     return [result for result in results if result is not None]
@@ -178,13 +199,21 @@ async def _plan(
     session: AsyncSession,
     queue: QueueRules,
     items: Sequence[NewItem],
+    placements: Sequence[Placement],
     indexes: list[int],
     now: datetime,
-) -> tuple[dict[uuid.UUID, list[int]], list[int], bool, list[uuid.UUID]]:
+) -> tuple[
+    dict[uuid.UUID, list[int]],
+    list[int],
+    bool,
+    list[uuid.UUID],
+    dict[int, list[dict[str, Any]]],
+]:
     """Which agent takes which item (by position), the items nobody read can take, whether the
-    read covered every eligible member, and the members skipped as busy in another
-    transaction."""
-    order = sorted(indexes, key=lambda i: (-items[i].priority, i))
+    read covered every eligible member, the members skipped as busy in another transaction,
+    and per placed item the chosen candidate and the runner-up as the decision log keeps them
+    (their values at the moment of that pick)."""
+    order = sorted(indexes, key=lambda i: (-placements[i].priority, i))
     limit = len(order) + DIRECT_CANDIDATES
     candidates = await repo.top_candidates(
         session,
@@ -195,7 +224,13 @@ async def _plan(
         limit=limit,
     )
     if any(c.kind_capped for c in candidates):
-        return {}, order, False, []  # per-kind caps are checked row by row by `reserve_capacity`
+        return (
+            {},
+            order,
+            False,
+            [],
+            {},
+        )  # per-kind caps are checked row by row by `reserve_capacity`
     # The agents are locked now, in id order, skipping any another transaction is placing work
     # with at this moment (PostgreSQL; SQLite's one writer locks nothing): concurrent batches
     # then spread over the next least loaded instead of queueing behind one another for the
@@ -215,6 +250,7 @@ async def _plan(
     tiebreak = itertools.count(len(ranked))
     plan: dict[uuid.UUID, list[int]] = {}
     unplaced: list[int] = []
+    facts: dict[int, list[dict[str, Any]]] = {}
     for position, index in enumerate(order):
         weight = items[index].weight
         too_small = []
@@ -226,19 +262,29 @@ async def _plan(
             unplaced.append(index)
         else:
             best = heapq.heappop(ranked)[2]
+            runner_up = [ranked[0][2]] if ranked else []
+            facts[index] = explain.candidate_facts([_candidate(c) for c in [best, *runner_up]])
             best.load += weight
             best.spare -= weight
             # All picks happen "now"; a microsecond per pick keeps their order in memory, so
             # round robin goes round within a batch too instead of tying on the same instant.
             best.last_assigned_at = now + timedelta(microseconds=position)
             best.idle_since = BUSY
-            best.shuffle = random.random()  # as `sync_memberships(reshuffle=True)` draws anew
+            # As `sync_memberships(reshuffle=True)` draws anew (there with the batch's final load).
+            best.shuffle = tie_draw(best.agent_id, now, best.load)
             plan.setdefault(best.agent_id, []).append(index)
             if best.spare > 0:
                 heapq.heappush(ranked, (key(best), next(tiebreak), best))  # type: ignore[arg-type]
         for entry in too_small:
             heapq.heappush(ranked, entry)
-    return plan, unplaced, whole_pool, busy
+    return plan, unplaced, whole_pool, busy, facts
+
+
+def _candidate(choice: _Choice) -> Candidate:
+    return Candidate(
+        choice.agent_id, choice.load, choice.spare, choice.last_assigned_at, choice.idle_since,
+        choice.shuffle,
+    )  # fmt: skip
 
 
 async def _reserve(
@@ -320,7 +366,7 @@ def _reserve_statement(agents: int) -> Any:
 
 
 def _item_row(
-    item: NewItem, queue: QueueRules, agent_id: uuid.UUID | None, at: Moment
+    item: NewItem, placement: Placement, agent_id: uuid.UUID | None, at: Moment
 ) -> dict[str, Any]:
     """The stored row of a new item: assigned to `agent_id`, or waiting (None)."""
     return {
@@ -328,9 +374,8 @@ def _item_row(
         "reference": item.reference,
         "kind": item.kind,
         "attributes": item.attributes,
-        "priority": item.priority,
         "weight": item.weight,
-        "queue_id": queue.id,
+        **placement.row_values(),
         "state": "waiting" if agent_id is None else "assigned",
         "owner_agent_id": agent_id,
         "created_at": at.now,
@@ -368,8 +413,32 @@ async def _record_waiting(
     rows: list[dict[str, Any]],
     position: dict[uuid.UUID, int],
     callers: Sequence[ContextSnapshot] | None,
+    at: Moment,
+    placements: Sequence[Placement],
 ) -> None:
-    """The `routing.item.waiting` event `engine.route` publishes for an item nobody can take."""
+    """The `routing.item.waiting` event `engine.route` publishes for an item nobody can take,
+    and, under rules, its escalation timer (as `escalation.schedule_next` sets it at age 0)."""
+    timer_rows = []
+    for row in rows:
+        index = position[row["id"]]
+        rules = placements[index].rules
+        if rules is None:
+            continue
+        due = next_due(
+            rules.definition, row["rule_filter"], steps_done=0, priority=row["priority"],
+            ageing_since=0,
+        )  # fmt: skip
+        if due is not None:
+            with _applied(callers, index):
+                timer_rows.append(
+                    timers.timer_row(
+                        ESCALATION,
+                        at.now + timedelta(seconds=due),
+                        {"item_id": str(row["id"]), "ageing_since": 0},
+                        key=f"esc:{row['id']}",
+                    )
+                )
+    await timers.schedule_rows(session, timer_rows)
     await publish_many(
         session,
         [
@@ -382,6 +451,40 @@ async def _record_waiting(
             for row in rows
         ],
     )
+
+
+def _log_decisions(
+    session: AsyncSession,
+    rows: list[dict[str, Any]],
+    explained: dict[uuid.UUID, tuple[QueueRules, list[dict[str, Any]], uuid.UUID | None]],
+    placements: Sequence[Placement],
+    position: dict[uuid.UUID, int],
+    at: Moment,
+) -> None:
+    """One decision per item, as `engine.route` logs it (candidates: the pick and the
+    runner-up at that moment of the plan; the pool snapshot is the batch's)."""
+    for row in rows:
+        queue, facts, snapshot_id = explained[row["id"]]
+        placement = placements[position[row["id"]]]
+        owner = row["owner_agent_id"]
+        decision_log.record(
+            session,
+            item_id=row["id"],
+            moment=at,
+            trigger="submitted",
+            outcome=row["state"],
+            queue_id=queue.id,
+            strategy=queue.strategy,
+            agent_ids=[owner] if owner is not None else [],
+            candidates=facts,
+            tie_break=explain.tie_break(queue.strategy, facts),
+            rule_set_id=row["rule_set_id"],
+            rule_filter=placement.rules.filter_name(placement.filter_index)
+            if placement.rules
+            else None,
+            policy="wait" if owner is None else None,
+            snapshot_id=snapshot_id,
+        )
 
 
 async def _record_assignments(

@@ -71,9 +71,17 @@ async def active_queues(session: AsyncSession) -> tuple[QueueRules, ...]:
 
 
 async def queue_for_kind(session: AsyncSession, kind: str) -> QueueRules | None:
-    """The highest-priority active queue serving `kind` (rules choose queues in the next issue)."""
+    """The highest-priority active queue serving `kind`: where an item goes that no rule takes."""
     for queue in await active_queues(session):
         if kind in queue.work_kinds:
+            return queue
+    return None
+
+
+async def queue_by_name(session: AsyncSession, name: str) -> QueueRules | None:
+    """An active queue by name (rules name their queues, so they read well and survive export)."""
+    for queue in await active_queues(session):
+        if queue.name == name:
             return queue
     return None
 

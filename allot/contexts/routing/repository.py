@@ -4,7 +4,6 @@ and every state change is a conditional UPDATE whose row count says whether it h
 from __future__ import annotations
 
 import functools
-import random
 import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -29,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from allot.contexts.routing.decision import Candidate
+from allot.contexts.routing.decision import Candidate, tie_draw
 from allot.contexts.routing.models import (
     BUSY,
     EPOCH,
@@ -362,7 +361,7 @@ def _mirror(row: Any, today: date, month: str, reshuffle: bool) -> dict[str, Any
         "idle_since": row.idle_since or EPOCH,
     }
     if reshuffle:
-        values["shuffle"] = random.random()
+        values["shuffle"] = tie_draw(row.id, values["last_assigned_at"], row.load)
     return {"p_agent_id": row.id, **{f"v_{name}": value for name, value in values.items()}}
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allot.contexts.routing import engine
+from allot.contexts.routing import engine, rule_catalog
 from allot.contexts.routing import queue_catalog as catalog
 from allot.contexts.routing import repository as repo
 from allot.contexts.routing.engine import Moment
@@ -45,16 +45,20 @@ async def submit(
     at = Moment.read()
     if queue_id is not None:
         queue = await catalog.queue_rules(session, queue_id)
+        if queue is None:
+            raise ValidationFailed.on("queue_id", "No such queue", "unknown_queue")
+        placement = rule_catalog.Placement(queue, priority)
     else:
-        queue = await catalog.queue_for_kind(session, kind)
-    if queue_id is not None and queue is None:
-        raise ValidationFailed.on("queue_id", "No such queue", "unknown_queue")
+        placement = await rule_catalog.place(
+            session, kind=kind, attributes=attributes or {}, priority=priority, weight=weight
+        )
+    queue = placement.queue
     item = WorkItem(
         id=new_id(), reference=reference, kind=kind, attributes=attributes or {},
-        priority=priority, weight=weight, queue_id=queue.id if queue else None, state="waiting",
-        owner_agent_id=None, created_at=at.now, enqueued_at=at.now, assigned_at=None,
-        first_response_at=None, first_response_due_at=first_response_due_at, closed_at=None,
-        times_routed=0,
+        weight=weight, state="waiting", owner_agent_id=None, created_at=at.now,
+        enqueued_at=at.now, assigned_at=None, first_response_at=None,
+        first_response_due_at=first_response_due_at, closed_at=None, times_routed=0,
+        **placement.row_values(),
     )  # fmt: skip
     # One INSERT; a duplicate reference is refused by the unique index, not by a prior SELECT.
     values = {c.key: getattr(item, c.key) for c in repo.ITEMS.columns}
@@ -62,7 +66,7 @@ async def submit(
     if inserted.rowcount != 1:
         raise Conflict(detail=f"Work item {reference!r} was already submitted")
     if queue is None:
-        result = await engine.reroute(session, item, at)
+        result = await engine.reroute(session, item, at, trigger="submitted")
     else:
         result = await engine.route(session, item, queue, at)
     return SubmitResult(

@@ -7,7 +7,7 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allot.contexts.routing import agent_service, engine
+from allot.contexts.routing import agent_service, decision_log, engine, escalation, rule_catalog
 from allot.contexts.routing.engine import (
     BACKLOG_SWEEP_OF_AGENT,
     FIRST_RESPONSE_DUE,
@@ -88,3 +88,29 @@ async def backlog_pass(session: AsyncSession, timer: Timer) -> None:
     """Place waiting work with an agent that a concurrent batch skipped while it was busy
     (placement.py): the same pass as when its capacity frees."""
     await engine.fill_agent(session, uuid.UUID(timer.payload["agent_id"]), Moment.read())
+
+
+@timer_handler(escalation.ESCALATION)
+async def escalate(session: AsyncSession, timer: Timer) -> None:
+    """An unowned item reached a time step, an ageing tick or its TTL (rules.py)."""
+    item = await engine.lock_item_by_id(session, uuid.UUID(timer.payload["item_id"]))
+    if item is None or item.state not in escalation.UNOWNED:
+        return  # placed or closed since: escalation is only for unowned work
+    rules = await rule_catalog.rules_by_id(session, item.rule_set_id)
+    if rules is None:
+        return
+    at = Moment.read()
+    since = float(timer.payload.get("ageing_since", 0))
+    done = await escalation.apply_due(session, item, rules, at.now, since)
+    if done.expire:
+        await engine.close_item(session, item, "expired", at)
+        decision_log.record(
+            session, item_id=item.id, moment=at, trigger="escalated", outcome="expired",
+            queue_id=item.queue_id, rule_set_id=item.rule_set_id,
+            rule_filter=rules.filter_name(item.rule_filter), note="ttl",
+        )  # fmt: skip
+        return
+    if done.reroute_in is not None:
+        await engine.route(session, item, done.reroute_in, at, trigger="escalated")
+    if item.state in escalation.UNOWNED:
+        await escalation.schedule_next(session, item, rules, at.now, done.ageing_since)

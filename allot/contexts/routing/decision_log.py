@@ -1,0 +1,166 @@
+"""The decision log: one append-only row per routing decision, and the pool snapshot it cites.
+
+Part of routing's repository (all its SQL is here), kept apart because every decision path
+writes through it. Rows are deferred inserts (written in one executemany at commit), so a
+decision costs no round trip of its own; the pool snapshot costs one bounded read, and is not
+written at all when every member of the queue could take the item.
+
+Bounded cost (the engine's selection must not grow with the pool): the snapshot reads at most
+SNAPSHOT_LIMIT members who cannot take the item, from the membership index's `eligible` prefix,
+and says when there were more (`truncated`).
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Integer, Table, bindparam, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allot.contexts.routing.explain import exclusion_reasons
+from allot.contexts.routing.models import Decision, PoolSnapshot
+from allot.contexts.routing.repository import (
+    AGENT_STATE_COLUMNS,
+    AGENTS,
+    MEMBERS,
+    OFFERS,
+)
+from allot.kernel.db.deferred import defer_insert
+from allot.kernel.ids import new_id
+
+DECISIONS: Table = Decision.__table__  # type: ignore[assignment]
+SNAPSHOTS: Table = PoolSnapshot.__table__  # type: ignore[assignment]
+SNAPSHOT_LIMIT = 50
+NEVER_AGAIN_STATUSES = ("declined", "timed_out", "reclaimed")
+
+
+@functools.cache
+def _excluded_statement(heavy: bool) -> Any:
+    # For a weight-1 item `eligible = false` is the whole test (eligible implies spare > 0), an
+    # equality prefix of the membership indexes; heavier items also exclude eligible members
+    # short of spare capacity.
+    unable: Any = MEMBERS.c.eligible.is_(False)
+    if heavy:
+        unable = or_(unable, MEMBERS.c.spare < bindparam("p_weight", type_=Integer()))
+    return (
+        select(*AGENT_STATE_COLUMNS)
+        .join(MEMBERS, MEMBERS.c.agent_id == AGENTS.c.id)
+        .where(MEMBERS.c.queue_id == bindparam("p_queue_id"), unable)
+        .order_by(AGENTS.c.id)
+        .limit(bindparam("p_limit", SNAPSHOT_LIMIT + 1, literal_execute=True))
+    )
+
+
+@functools.cache
+def _declined_statement() -> Any:
+    return select(OFFERS.c.agent_id).where(
+        OFFERS.c.item_id == bindparam("p_item_id"),
+        OFFERS.c.status.in_(NEVER_AGAIN_STATUSES),
+    )
+
+
+async def snapshot_pool(
+    session: AsyncSession,
+    *,
+    queue_id: uuid.UUID,
+    weight: int,
+    moment: Any,
+    item_id: uuid.UUID | None = None,
+    busy: Iterable[uuid.UUID] = (),
+) -> uuid.UUID | None:
+    """Record who in the queue could not take the item and why; None when nobody was left out.
+
+    `item_id` is given for an item routed before (agents who declined it are left out);
+    `busy` lists agents another transaction was placing work with (placement.py)."""
+    params = {"p_queue_id": queue_id, "p_weight": weight}
+    rows = (await session.execute(_excluded_statement(weight > 1), params)).all()
+    truncated = len(rows) > SNAPSHOT_LIMIT
+    reasons: dict[uuid.UUID, list[str]] = {}
+    for row in rows[:SNAPSHOT_LIMIT]:
+        found = exclusion_reasons(row, weight, moment.today, moment.month)
+        reasons[row.id] = found or ["over_capacity"]
+    if item_id is not None:
+        declined = await session.execute(_declined_statement(), {"p_item_id": item_id})
+        for agent_id in declined.scalars():
+            reasons.setdefault(agent_id, []).append("declined_before")
+    for agent_id in busy:
+        reasons.setdefault(agent_id, []).append("busy_elsewhere")
+    if not reasons:
+        return None
+    snapshot_id = new_id()
+    excluded = [{"agent_id": str(a), "reasons": r} for a, r in reasons.items()]
+    defer_insert(
+        session,
+        SNAPSHOTS,
+        {
+            "id": snapshot_id,
+            "queue_id": queue_id,
+            "taken_at": moment.now,
+            "excluded": excluded,
+            "truncated": truncated,
+        },
+    )
+    return snapshot_id
+
+
+def record(session: AsyncSession, **fields: Any) -> None:
+    """Log one decision (the keywords of `decision_row`), written at commit."""
+    defer_insert(session, DECISIONS, decision_row(**fields))
+
+
+def decision_row(
+    *,
+    item_id: uuid.UUID,
+    moment: Any,
+    trigger: str,
+    outcome: str,
+    queue_id: uuid.UUID | None = None,
+    strategy: str | None = None,
+    agent_ids: Sequence[uuid.UUID] = (),
+    candidates: list[dict[str, Any]] | None = None,
+    tie_break: str | None = None,
+    rule_set_id: uuid.UUID | None = None,
+    rule_filter: str | None = None,
+    policy: str | None = None,
+    snapshot_id: uuid.UUID | None = None,
+    note: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": new_id(),
+        "item_id": item_id,
+        "occurred_at": moment.now,
+        "trigger": trigger,
+        "outcome": outcome,
+        "queue_id": queue_id,
+        "rule_set_id": rule_set_id,
+        "rule_filter": rule_filter,
+        "strategy": strategy,
+        "agent_ids": [str(a) for a in agent_ids],
+        "candidates": candidates or [],
+        "tie_break": tie_break,
+        "policy": policy,
+        "snapshot_id": snapshot_id,
+        "note": note,
+    }
+
+
+async def decisions_of(session: AsyncSession, item_id: uuid.UUID) -> list[tuple[Any, Any]]:
+    """The item's decisions, oldest first, each with its pool snapshot (or None)."""
+    decisions = list(
+        (
+            await session.execute(
+                select(Decision)
+                .where(Decision.item_id == item_id)
+                .order_by(Decision.occurred_at, Decision.id)
+            )
+        ).scalars()
+    )
+    snapshot_ids = {d.snapshot_id for d in decisions if d.snapshot_id is not None}
+    snapshots: dict[uuid.UUID, PoolSnapshot] = {}
+    if snapshot_ids:
+        rows = await session.execute(select(PoolSnapshot).where(PoolSnapshot.id.in_(snapshot_ids)))
+        snapshots = {s.id: s for s in rows.scalars()}
+    return [(d, snapshots.get(d.snapshot_id) if d.snapshot_id else None) for d in decisions]
