@@ -226,5 +226,7 @@ async def get_item(
     return await service.get_item(session, item_id)
 
 
-for sub in (agents, queues, offers, items):
+from allot.contexts.routing.rule_api import decisions, rule_sets  # noqa: E402 - after the routers
+
+for sub in (agents, queues, offers, items, rule_sets, decisions):
     router.include_router(sub)

@@ -62,7 +62,7 @@ def _declined_statement() -> Any:
     )
 
 
-async def snapshot_pool(
+async def excluded_members(
     session: AsyncSession,
     *,
     queue_id: uuid.UUID,
@@ -70,14 +70,12 @@ async def snapshot_pool(
     moment: Any,
     item_id: uuid.UUID | None = None,
     busy: Iterable[uuid.UUID] = (),
-) -> uuid.UUID | None:
-    """Record who in the queue could not take the item and why; None when nobody was left out.
-
-    `item_id` is given for an item routed before (agents who declined it are left out);
-    `busy` lists agents another transaction was placing work with (placement.py)."""
+) -> tuple[dict[uuid.UUID, list[str]], bool]:
+    """Who in the queue cannot take the item and why, and whether there were more than
+    SNAPSHOT_LIMIT. `item_id` is given for an item routed before (agents who declined it are
+    left out); `busy` lists agents another transaction was placing work with (placement.py)."""
     params = {"p_queue_id": queue_id, "p_weight": weight}
     rows = (await session.execute(_excluded_statement(weight > 1), params)).all()
-    truncated = len(rows) > SNAPSHOT_LIMIT
     reasons: dict[uuid.UUID, list[str]] = {}
     for row in rows[:SNAPSHOT_LIMIT]:
         found = exclusion_reasons(row, weight, moment.today, moment.month)
@@ -88,6 +86,23 @@ async def snapshot_pool(
             reasons.setdefault(agent_id, []).append("declined_before")
     for agent_id in busy:
         reasons.setdefault(agent_id, []).append("busy_elsewhere")
+    return reasons, len(rows) > SNAPSHOT_LIMIT
+
+
+async def snapshot_pool(
+    session: AsyncSession,
+    *,
+    queue_id: uuid.UUID,
+    weight: int,
+    moment: Any,
+    item_id: uuid.UUID | None = None,
+    busy: Iterable[uuid.UUID] = (),
+) -> uuid.UUID | None:
+    """Record `excluded_members` for the decisions about to cite it; None when nobody was
+    left out (no row written)."""
+    reasons, truncated = await excluded_members(
+        session, queue_id=queue_id, weight=weight, moment=moment, item_id=item_id, busy=busy
+    )
     if not reasons:
         return None
     snapshot_id = new_id()

@@ -189,6 +189,9 @@ class WorkItem(IdMixin, Base):
     rule_set_id: Mapped[uuid.UUID | None]
     rule_filter: Mapped[int | None] = mapped_column(Integer)
     steps_done: Mapped[int] = mapped_column(Integer, default=0)
+    # The priority the submitter gave (rules and ageing change `priority`): what the what-if
+    # simulator replays against other rules.
+    submitted_priority: Mapped[int] = mapped_column(Integer, default=0)
 
     __table_args__ = (
         # The backlog head per queue: highest priority, then oldest (id breaks ties), in the

@@ -375,7 +375,7 @@ def _item_row(
         "kind": item.kind,
         "attributes": item.attributes,
         "weight": item.weight,
-        **placement.row_values(),
+        **placement.row_values(item.priority),
         "state": "waiting" if agent_id is None else "assigned",
         "owner_agent_id": agent_id,
         "created_at": at.now,

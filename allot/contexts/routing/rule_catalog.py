@@ -84,8 +84,9 @@ class Placement:
             return "wait"
         return self.rules.definition.filters[self.filter_index].when_nobody_available
 
-    def row_values(self) -> dict[str, Any]:
+    def row_values(self, submitted_priority: int) -> dict[str, Any]:
         return {
+            "submitted_priority": submitted_priority,
             "queue_id": self.queue.id if self.queue else None,
             "priority": self.priority,
             "rule_set_id": self.rules.id if self.rules else None,

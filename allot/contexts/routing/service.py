@@ -58,7 +58,7 @@ async def submit(
         weight=weight, state="waiting", owner_agent_id=None, created_at=at.now,
         enqueued_at=at.now, assigned_at=None, first_response_at=None,
         first_response_due_at=first_response_due_at, closed_at=None, times_routed=0,
-        **placement.row_values(),
+        **placement.row_values(priority),
     )  # fmt: skip
     # One INSERT; a duplicate reference is refused by the unique index, not by a prior SELECT.
     values = {c.key: getattr(item, c.key) for c in repo.ITEMS.columns}
