@@ -20,7 +20,6 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -554,105 +553,10 @@ async def _end_offer(
     return offer
 
 
-# -- closing and reclaiming ------------------------------------------------------------------
-async def close_item(session: AsyncSession, item: WorkItem, to_state: str, at: Moment) -> bool:
-    """Complete, cancel or expire an item; frees its owner's capacity and drains the backlog."""
-    previous_state, owner = item.state, item.owner_agent_id
-    if not await repo.set_item_state(
-        session,
-        item.id,
-        from_states=("waiting", "offered", "assigned"),
-        to_state=to_state,
-        closed_at=at.now,
-    ):
-        return False
-    _mirror(item, state=to_state, closed_at=at.now)
-    await timers.cancel(session, f"frt:{item.id}")
-    if item.rule_set_id is not None:
-        await timers.cancel(session, f"esc:{item.id}")
-    if previous_state == "offered":  # I3: only an offered item has pending offers
-        for offer in await repo.pending_offers_for_item(session, item.id):
-            await _end_offer(session, offer.id, "rescinded", at, reroute_item=False)
-    event_type = {
-        "completed": events.ITEM_COMPLETED,
-        "expired": events.ITEM_EXPIRED,
-    }.get(to_state, events.ITEM_CANCELLED)
-    await _publish_item(session, event_type, item, state=to_state)
-    if previous_state == "assigned" and owner is not None:
-        await _release(session, owner, item, at)
-        await fill_agent(session, owner, at)
-    return True
-
-
-async def unassign(
-    session: AsyncSession, item: WorkItem, at: Moment, *, reason: str, exclude_owner: bool
-) -> RouteResult:
-    """Take an assigned item back from its owner and route it again (reclaim, SLA miss)."""
-    owner = item.owner_agent_id
-    if item.state != "assigned" or owner is None:
-        return RouteResult(item.state, agent_id=owner)
-    # The next owner gets the item's full first-response window again, counted from now: an
-    # already-past deadline would bounce the item through every agent at once.
-    due = item.first_response_due_at
-    fresh_due = at.now + (due - item.created_at) if due is not None else None
-    if not await repo.set_item_state(
-        session,
-        item.id,
-        from_states=("assigned",),
-        to_state="waiting",
-        owner_agent_id=None,
-        assigned_at=None,
-        enqueued_at=item.enqueued_at,
-        first_response_due_at=fresh_due,
-    ):
-        return RouteResult(item.state)
-    _mirror(item, state="waiting", owner_agent_id=None, assigned_at=None,
-            first_response_due_at=fresh_due)  # fmt: skip
-    await timers.cancel(session, f"frt:{item.id}")
-    if exclude_owner:  # recorded like a decline so the item never returns to this agent
-        await repo.insert_offer(
-            session,
-            {
-                "id": new_id(),
-                "item_id": item.id,
-                "agent_id": owner,
-                "status": "reclaimed",
-                "weight": item.weight,
-                "created_at": at.now,
-                "expires_at": at.now,
-                "responded_at": at.now,
-            },
-        )
-    await _release(session, owner, item, at)
-    await _publish_item(session, events.ITEM_UNASSIGNED, item, agent_id=str(owner), reason=reason)
-    result = await reroute(session, item, at)
-    await fill_agent(session, owner, at)
-    return result
-
-
+# -- an agent stops taking work ----------------------------------------------------------
 async def rescind_offers_of(session: AsyncSession, agent_id: uuid.UUID, at: Moment) -> int:
     """An agent stopped taking work: its pending offers go to others."""
     offers = await repo.pending_offers_for_agent(session, agent_id)
     for offer in offers:
         await end_offer(session, offer.id, "rescinded", at)
     return len(offers)
-
-
-async def lock_item_by_id(session: AsyncSession, item_id: uuid.UUID) -> WorkItem | None:
-    """The item with its row locked (PostgreSQL), read fresh under the lock."""
-    statement = (
-        select(WorkItem)
-        .where(WorkItem.id == item_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    item: WorkItem | None = await session.scalar(statement)
-    return item
-
-
-async def items_of(session: AsyncSession, agent_id: uuid.UUID) -> list[WorkItem]:
-    ids = await repo.open_items_of_agent(session, agent_id)
-    if not ids:
-        return []
-    result = await session.execute(select(WorkItem).where(WorkItem.id.in_(ids)))
-    return list(result.scalars())

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allot.contexts.routing import engine, rule_catalog
+from allot.contexts.routing import closing, engine, rule_catalog
 from allot.contexts.routing import queue_catalog as catalog
 from allot.contexts.routing import repository as repo
 from allot.contexts.routing.engine import Moment
@@ -103,12 +103,12 @@ async def _locked_item(session: AsyncSession, reference: str) -> WorkItem:
 async def complete(session: AsyncSession, reference: str) -> bool:
     """The work is done: the owner's capacity frees and the backlog moves, in this transaction."""
     item = await _locked_item(session, reference)
-    return await engine.close_item(session, item, "completed", Moment.read())
+    return await closing.close_item(session, item, "completed", Moment.read())
 
 
 async def cancel(session: AsyncSession, reference: str) -> bool:
     item = await _locked_item(session, reference)
-    return await engine.close_item(session, item, "cancelled", Moment.read())
+    return await closing.close_item(session, item, "cancelled", Moment.read())
 
 
 async def record_first_response(session: AsyncSession, reference: str) -> bool:

@@ -7,7 +7,14 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allot.contexts.routing import agent_service, decision_log, engine, escalation, rule_catalog
+from allot.contexts.routing import (
+    agent_service,
+    closing,
+    decision_log,
+    engine,
+    escalation,
+    rule_catalog,
+)
 from allot.contexts.routing.engine import (
     BACKLOG_SWEEP_OF_AGENT,
     FIRST_RESPONSE_DUE,
@@ -46,7 +53,7 @@ async def first_response_due(session: AsyncSession, timer: Timer) -> None:
         return
     if str(item.owner_agent_id) != timer.payload.get("agent_id"):
         return  # reassigned since; its new owner has its own timer
-    await engine.unassign(
+    await closing.unassign(
         session, item, Moment.read(), reason="first_response_sla", exclude_owner=True
     )
 
@@ -58,8 +65,8 @@ async def reclaim(session: AsyncSession, timer: Timer) -> None:
     if agent is None or agent.can_take_work:
         return
     at = Moment.read()
-    for item in await engine.items_of(session, agent.id):
-        await engine.unassign(session, item, at, reason="agent_unavailable", exclude_owner=False)
+    for item in await closing.items_of(session, agent.id):
+        await closing.unassign(session, item, at, reason="agent_unavailable", exclude_owner=False)
 
 
 @timer_handler(agent_service.PRESENCE_CHECK)
@@ -93,7 +100,7 @@ async def backlog_pass(session: AsyncSession, timer: Timer) -> None:
 @timer_handler(escalation.ESCALATION)
 async def escalate(session: AsyncSession, timer: Timer) -> None:
     """An unowned item reached a time step, an ageing tick or its TTL (rules.py)."""
-    item = await engine.lock_item_by_id(session, uuid.UUID(timer.payload["item_id"]))
+    item = await closing.lock_item_by_id(session, uuid.UUID(timer.payload["item_id"]))
     if item is None or item.state not in escalation.UNOWNED:
         return  # placed or closed since: escalation is only for unowned work
     rules = await rule_catalog.rules_by_id(session, item.rule_set_id)
@@ -103,7 +110,7 @@ async def escalate(session: AsyncSession, timer: Timer) -> None:
     since = float(timer.payload.get("ageing_since", 0))
     done = await escalation.apply_due(session, item, rules, at.now, since)
     if done.expire:
-        await engine.close_item(session, item, "expired", at)
+        await closing.close_item(session, item, "expired", at)
         decision_log.record(
             session, item_id=item.id, moment=at, trigger="escalated", outcome="expired",
             queue_id=item.queue_id, rule_set_id=item.rule_set_id,
