@@ -43,9 +43,11 @@ from allot.contexts import identity, leads
 from allot.contexts.leads import repository as lead_repository
 from allot.contexts.leads import service as lead_service
 from allot.contexts.leads.access import Viewer
-from allot.contexts.routing import agent_service, queue_service
+from allot.contexts.routing import agent_service, queue_service, rule_service
 from allot.contexts.routing import service as routing_service
 from allot.contexts.routing.models import Agent
+from allot.contexts.routing.rule_schemas import RuleSetCreate
+from allot.contexts.routing.rules import Ageing, Filter, RuleSetDefinition
 from allot.contexts.routing.schemas import AgentCreate, QueueCreate
 from allot.kernel import migrations
 from allot.kernel.clock import ManualClock, set_clock, utcnow
@@ -133,6 +135,25 @@ LOANS_QUEUE = QueueCreate(
     offer_timeout_seconds=60,
     first_response_seconds=900,
 )
+# Nothing routes here until a manager's rule sends big loans to it (the demo's rules exercise).
+BIG_LOANS_QUEUE = QueueCreate(
+    name="Крупные займы",
+    work_kinds=[],
+    member_expression='"big_loans" in skills',
+    strategy="least_loaded",
+    offer_mode="offer",
+    offer_timeout_seconds=60,
+    first_response_seconds=900,
+)
+DEMO_RULES = RuleSetCreate(
+    name="Все заявки — в «Займы»",
+    comment="Первая версия: одна очередь; ожидающие заявки поднимаются в приоритете.",
+    definition=RuleSetDefinition(
+        filters=[Filter(name="Все заявки", queue=LOANS_QUEUE.name)],
+        ageing=Ageing(every_seconds=600, raise_by=1, up_to=10),
+    ),
+    activate=True,
+)
 # The operator the person trying the demo signs in as; the floor simulates every other agent.
 HUMAN_OPERATOR_EMAIL = "anna.smirnova@demo.allot"
 
@@ -157,12 +178,21 @@ SIMULATED_EMAILS = tuple(a.email for a in AGENTS if a.email != HUMAN_OPERATOR_EM
 
 
 async def routing_queue(session: AsyncSession, state: DemoState) -> None:
-    """Routing: the queue «Займы», offering leads to the least loaded operator."""
+    """Routing: the queues «Займы» (offering leads to the least loaded operator) and
+    «Крупные займы» (operators with the big_loans skill; no rule sends leads there yet)."""
     existing = {queue.name: queue.id for queue in await queue_service.list_queues(session)}
-    if LOANS_QUEUE.name not in existing:
-        existing[LOANS_QUEUE.name] = (await queue_service.create_queue(session, LOANS_QUEUE)).id
-        state.created.append(f"queue {LOANS_QUEUE.name}")
-    state.queue_ids[LOANS_QUEUE.name] = existing[LOANS_QUEUE.name]
+    for spec in (LOANS_QUEUE, BIG_LOANS_QUEUE):
+        if spec.name not in existing:
+            existing[spec.name] = (await queue_service.create_queue(session, spec)).id
+            state.created.append(f"queue {spec.name}")
+        state.queue_ids[spec.name] = existing[spec.name]
+
+
+async def routing_rules(session: AsyncSession, state: DemoState) -> None:
+    """Routing: rule set version 1, active: every lead to «Займы», priority ageing."""
+    if not await rule_service.list_rule_sets(session):
+        await rule_service.create_rule_set(session, DEMO_RULES)
+        state.created.append("rule set 1")
 
 
 async def _ensure_agents(
@@ -337,6 +367,7 @@ DEMO_STEPS: list[DemoStep] = [
     identity_teams,
     identity_users,
     routing_queue,
+    routing_rules,
     routing_agents,
     leads_seed,
     routing_your_agent,

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from allot.app import create_app
 from allot.cli.demo import (
     AGENTS,
+    BIG_LOANS_QUEUE,
     HUMAN_OPERATOR_EMAIL,
     LOANS_QUEUE,
     SEED_LEADS,
@@ -76,8 +77,9 @@ def test_demo_data_is_loaded_once_with_agents_linked_to_the_demo_users(
     assert "Demo data already present" in again.output
     assert _rows(demo_url, COUNTS) == counts
     agents, queues, members, leads, items, _, _ = counts[0]
+    big_loans = len([a for a in AGENTS if "big_loans" in a.skills])  # also in «Крупные займы»
     assert (agents, queues, members, leads, items) == (
-        len(AGENTS), 1, len(AGENTS), len(SEED_LEADS), len(SEED_LEADS)
+        len(AGENTS), 2, len(AGENTS) + big_loans, len(SEED_LEADS), len(SEED_LEADS)
     )  # fmt: skip
     linked = _rows(
         demo_url,
@@ -85,10 +87,12 @@ def test_demo_data_is_loaded_once_with_agents_linked_to_the_demo_users(
     )
     assert sorted(linked) == sorted((a.email, "available") for a in AGENTS)
     queue = _rows(
-        demo_url, "SELECT name, work_kinds, member_expression, offer_mode FROM routing_queues"
+        demo_url,
+        "SELECT name, work_kinds, member_expression, offer_mode FROM routing_queues ORDER BY name",
     )
     assert queue == [
-        (LOANS_QUEUE.name, '["lead"]', LOANS_QUEUE.member_expression, LOANS_QUEUE.offer_mode)
+        (LOANS_QUEUE.name, '["lead"]', LOANS_QUEUE.member_expression, LOANS_QUEUE.offer_mode),
+        (BIG_LOANS_QUEUE.name, "[]", BIG_LOANS_QUEUE.member_expression, "offer"),
     ]
 
 
