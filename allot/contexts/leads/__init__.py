@@ -35,6 +35,15 @@ def install(app: Any) -> None:
     register_nav(
         NavItem(key="leads", label=N_("Leads"), href="/leads", permission=LEADS_READ, order=10)
     )
+    register_nav(
+        NavItem(
+            key="lead-analytics",
+            label=N_("Analytics"),
+            href="/leads/analytics",
+            permission=LEADS_READ,
+            order=35,
+        )
+    )
     # CSV files are bigger than API bodies: these two take up to ALLOT_MAX_UPLOAD_BYTES.
     allow_upload("/leads/import")
     allow_upload("/api/v1/lead-imports")

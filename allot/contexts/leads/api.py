@@ -20,7 +20,7 @@ from allot.kernel.pagination import PageParams, page_params
 from allot.kernel.web.routers import api_router
 from allot.kernel.web.uow import ReadSession, WriteSession, get_database, write_session
 
-from . import group_intake, intake, pipeline, service
+from . import analytics_api, group_intake, intake, pipeline, service
 from .access import viewer_for
 from .models import Lead
 from .permissions import LEADS_CONFIGURE, LEADS_CREATE, LEADS_READ, LEADS_WRITE
@@ -296,5 +296,5 @@ async def set_sla_policy(
     return await pipeline.set_first_response_time(session, source, body.first_response_seconds)
 
 
-for sub in (leads, lead_pipeline, lead_sla):
+for sub in (leads, lead_pipeline, lead_sla, analytics_api.router):
     router.include_router(sub)

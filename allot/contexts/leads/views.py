@@ -32,7 +32,7 @@ from allot.kernel.web.routers import view_router
 from allot.kernel.web.templating import render
 from allot.kernel.web.uow import ReadSession, WriteSession
 
-from . import import_views, intake, pipeline, service
+from . import analytics_views, import_views, intake, pipeline, service
 from .access import Viewer, viewer_for
 from .models import Lead
 from .permissions import LEADS_CREATE, LEADS_READ, LEADS_WRITE
@@ -40,6 +40,7 @@ from .repository import LeadFilter
 
 router = view_router()
 router.include_router(import_views.router)  # before /leads/{lead_id}, which would take "import"
+router.include_router(analytics_views.router)  # likewise "analytics"
 
 PAGE_SIZE = 50
 TIMELINE_SIZE = 100
@@ -289,6 +290,9 @@ async def _lead_context(
         "sla": lead.sla_state(now),
         "minutes_left": max(0, int((due - now).total_seconds() // 60)) if due else None,
         "can_write": principal.has(LEADS_WRITE),
+        "decisions": await routing.decisions_for_reference(session, f"lead:{lead.id}")
+        if principal.has(routing.ROUTING_READ)
+        else None,
         "errors": {},
         "note": "",
     }

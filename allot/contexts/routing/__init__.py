@@ -8,6 +8,8 @@ Public interface for other contexts:
 - `complete(session, reference)`, `cancel(session, reference)`,
   `record_first_response(session, reference)`;
 - `agent_for_user(session, user_id)`, `get_agent(session, agent_id)`;
+- `decisions_for_reference(session, reference)`: why the item went where it went (the decision
+  log; render with the `routing/_decisions.html` macros);
 - `register_reference_describer(prefix, describer)` with `ReferenceSummary`: how the inbox shows
   the records behind references `<prefix>:...` (see references.py);
 - events in `routing.events` (`routing.item.assigned`, `routing.item.unassigned`, ...), whose
@@ -25,10 +27,20 @@ from allot.kernel.web.nav import NavItem, register_nav
 from . import events
 from .agent_service import agent_for_user, get_agent
 from .decision import register_scorer
+from .explanations import decisions_for_reference
 from .placement import NewItem, submit_many
 from .references import ReferenceSummary, register_reference_describer
 from .schemas import SubmitResult
 from .service import cancel, complete, item_by_reference, record_first_response, submit
+from .statistics import (
+    ItemCounts,
+    OfferCounts,
+    agent_names,
+    agents_in_team,
+    item_outcomes,
+    offer_outcomes,
+    team_names,
+)
 
 ROUTING_MANAGE = define_permission(
     "routing:manage", "Manage agents and queues, see every offer", roles=("manager",)
@@ -59,6 +71,15 @@ def install(app: Any) -> None:
     )
     register_nav(
         NavItem(
+            key="routing-rules",
+            label=N_("Routing rules"),
+            href="/routing/rules",
+            permission=ROUTING_MANAGE,
+            order=605,
+        )
+    )
+    register_nav(
+        NavItem(
             key="routing-agents",
             label="Agents",
             href="/routing/agents",
@@ -69,25 +90,36 @@ def install(app: Any) -> None:
     from . import live  # the live-update consumers, and the hub they publish to
 
     live.install(app)
+    from . import fairness_metrics  # fair-share gauges on /metrics
+
+    fairness_metrics.install(app)
 
 
 __all__ = [
     "ROUTING_MANAGE",
     "ROUTING_READ",
     "ROUTING_WORK",
+    "ItemCounts",
     "NewItem",
+    "OfferCounts",
     "ReferenceSummary",
     "SubmitResult",
     "agent_for_user",
+    "agent_names",
+    "agents_in_team",
     "cancel",
     "complete",
+    "decisions_for_reference",
     "events",
     "get_agent",
     "install",
     "item_by_reference",
+    "item_outcomes",
+    "offer_outcomes",
     "record_first_response",
     "register_reference_describer",
     "register_scorer",
     "submit",
     "submit_many",
+    "team_names",
 ]

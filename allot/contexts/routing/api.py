@@ -226,7 +226,8 @@ async def get_item(
     return await service.get_item(session, item_id)
 
 
-from allot.contexts.routing.rule_api import decisions, rule_sets  # noqa: E402 - after the routers
+from allot.contexts.routing.fairness_api import router as fairness  # noqa: E402
+from allot.contexts.routing.rule_api import decisions, rule_sets  # noqa: E402
 
-for sub in (agents, queues, offers, items, rule_sets, decisions):
+for sub in (agents, queues, offers, items, rule_sets, decisions, fairness):
     router.include_router(sub)

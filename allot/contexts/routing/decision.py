@@ -6,7 +6,8 @@ stored with the candidate, so no list order ever wins a tie):
 - least_loaded (default): lowest weighted load across all queues;
 - most_available: most spare capacity;
 - round_robin: least recently assigned;
-- longest_idle: idle (no load) the longest; busy agents last;
+- longest_idle: idle (no load) the longest; busy agents last (all equally "busy", so among
+  them the least recently assigned);
 - score: highest score from a registered scorer, then least loaded.
 """
 
@@ -76,7 +77,7 @@ def sort_key(strategy: str) -> Callable[[Candidate], tuple[Any, ...]]:
     if strategy == "round_robin":
         return lambda c: (c.last_assigned_at, c.shuffle)
     if strategy == "longest_idle":
-        return lambda c: (c.idle_since, c.shuffle)
+        return lambda c: (c.idle_since, c.last_assigned_at, c.shuffle)
     raise ValueError(f"No index order for strategy {strategy!r}")
 
 

@@ -37,7 +37,7 @@ STRATEGY_KEYS: dict[str, tuple[str, ...]] = {
     "least_loaded": ("load", "last_assigned_at", "shuffle"),
     "most_available": ("spare", "last_assigned_at", "shuffle"),
     "round_robin": ("last_assigned_at", "shuffle"),
-    "longest_idle": ("idle_since", "shuffle"),
+    "longest_idle": ("idle_since", "last_assigned_at", "shuffle"),
     "score": ("score", "load", "last_assigned_at", "shuffle"),
 }
 CANDIDATES_KEPT = 5

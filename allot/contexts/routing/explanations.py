@@ -80,3 +80,9 @@ async def _names(session: AsyncSession, model: Any, ids: set[uuid.UUID]) -> dict
         return {}
     rows = await session.execute(select(model.id, model.name).where(model.id.in_(ids)))
     return {row.id: row.name for row in rows}
+
+
+async def decisions_for_reference(session: AsyncSession, reference: str) -> list[dict[str, Any]]:
+    """`decisions_for` the item submitted as `reference` (e.g. `lead:<id>`); [] if none."""
+    item_id = await item_id_of(session, reference)
+    return await decisions_for(session, item_id) if item_id is not None else []

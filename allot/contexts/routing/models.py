@@ -162,7 +162,14 @@ class QueueMember(Base):
         Index(
             "ix_routing_members_round_robin", "queue_id", "eligible", "last_assigned_at", "shuffle"
         ),
-        Index("ix_routing_members_longest_idle", "queue_id", "eligible", "idle_since", "shuffle"),
+        Index(
+            "ix_routing_members_longest_idle",
+            "queue_id",
+            "eligible",
+            "idle_since",
+            "last_assigned_at",
+            "shuffle",
+        ),
     )
 
 
@@ -206,6 +213,8 @@ class WorkItem(IdMixin, Base):
             sqlite_where=text("state = 'waiting'"),
         ),
         Index("ix_routing_items_state", "state"),
+        # Reports and the what-if simulator read items by when they came in.
+        Index("ix_routing_items_kind_created", "kind", "created_at"),
     )
 
 
@@ -282,7 +291,18 @@ class Decision(IdMixin, Base):
     snapshot_id: Mapped[uuid.UUID | None]
     note: Mapped[str | None] = mapped_column(String(200))
 
-    __table_args__ = (Index("ix_routing_decisions_item", "item_id", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_routing_decisions_item", "item_id", "occurred_at"),
+        # Fairness reads each queue's latest assignments (fairness.py).
+        Index(
+            "ix_routing_decisions_assigned",
+            "queue_id",
+            "occurred_at",
+            "id",
+            postgresql_where=text("outcome = 'assigned'"),
+            sqlite_where=text("outcome = 'assigned'"),
+        ),
+    )
 
 
 class PoolSnapshot(IdMixin, Base):
@@ -295,3 +315,4 @@ class PoolSnapshot(IdMixin, Base):
     taken_at: Mapped[datetime] = mapped_column(default=utcnow)
     excluded: Mapped[list[Any]] = mapped_column(default=list)  # [{"agent_id", "reasons": [...]}]
     truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+

@@ -77,6 +77,22 @@ class NewItem:
 
 
 @dataclass(slots=True)
+class _Plan:
+    """`_plan`'s answer for one queue: which agent takes which items (positions, in pick
+    order), the items nobody read can take, whether the read covered every eligible member, the
+    members skipped as busy in another transaction, per placed item the chosen candidate and
+    the runner-up as the decision log keeps them (their values at that pick), and each chosen
+    agent's last pick time (stored as its `last_assigned_at`)."""
+
+    chosen: dict[uuid.UUID, list[int]]
+    unplaced: list[int]
+    whole_pool: bool
+    busy: list[uuid.UUID]
+    facts: dict[int, list[dict[str, Any]]]
+    last_pick: dict[uuid.UUID, datetime]
+
+
+@dataclass(slots=True)
 class _Choice:
     """A candidate as the plan sees it; changed in memory as items are given to it."""
 
@@ -130,13 +146,12 @@ async def submit_many(
     waiting: list[dict[str, Any]] = []
     explained: dict[uuid.UUID, tuple[QueueRules, list[dict[str, Any]], uuid.UUID | None]] = {}
     for queue, indexes in by_queue.values():
-        plan, unplaced, whole_pool, busy, facts = await _plan(
-            session, queue, items, placements, indexes, at.now
-        )
+        plan = await _plan(session, queue, items, placements, indexes, at.now)
+        unplaced, busy, facts = plan.unplaced, plan.busy, plan.facts
         snapshot_id = await decision_log.snapshot_pool(
             session, queue_id=queue.id, weight=1, moment=at, busy=busy
         )
-        if whole_pool or busy:
+        if plan.whole_pool or busy:
             # Nobody free can take them: they wait, as `submit` would leave them. Agents that
             # another transaction was placing work with (skipped, `busy`) get a backlog pass of
             # their own right after this commit (a durable timer due now): they may have room
@@ -157,7 +172,7 @@ async def submit_many(
         else:
             one_by_one += unplaced  # more members than were read (heavy items): one by one
         reserved = await _reserve(session, plan, items, at)
-        for agent_id, chosen in plan.items():
+        for agent_id, chosen in plan.chosen.items():
             if agent_id not in reserved:
                 one_by_one += chosen  # full, away or over quota since the read: one by one
                 continue
@@ -202,17 +217,8 @@ async def _plan(
     placements: Sequence[Placement],
     indexes: list[int],
     now: datetime,
-) -> tuple[
-    dict[uuid.UUID, list[int]],
-    list[int],
-    bool,
-    list[uuid.UUID],
-    dict[int, list[dict[str, Any]]],
-]:
-    """Which agent takes which item (by position), the items nobody read can take, whether the
-    read covered every eligible member, the members skipped as busy in another transaction,
-    and per placed item the chosen candidate and the runner-up as the decision log keeps them
-    (their values at the moment of that pick)."""
+) -> _Plan:
+    """Which agent takes which item, decided in memory (see `_Plan`)."""
     order = sorted(indexes, key=lambda i: (-placements[i].priority, i))
     limit = len(order) + DIRECT_CANDIDATES
     candidates = await repo.top_candidates(
@@ -224,13 +230,8 @@ async def _plan(
         limit=limit,
     )
     if any(c.kind_capped for c in candidates):
-        return (
-            {},
-            order,
-            False,
-            [],
-            {},
-        )  # per-kind caps are checked row by row by `reserve_capacity`
+        # Per-kind caps are checked row by row by `reserve_capacity`.
+        return _Plan({}, order, False, [], {}, {})
     # The agents are locked now, in id order, skipping any another transaction is placing work
     # with at this moment (PostgreSQL; SQLite's one writer locks nothing): concurrent batches
     # then spread over the next least loaded instead of queueing behind one another for the
@@ -248,9 +249,7 @@ async def _plan(
     ]  # fmt: skip
     heapq.heapify(ranked)
     tiebreak = itertools.count(len(ranked))
-    plan: dict[uuid.UUID, list[int]] = {}
-    unplaced: list[int] = []
-    facts: dict[int, list[dict[str, Any]]] = {}
+    plan = _Plan({}, [], whole_pool, busy, {}, {})
     for position, index in enumerate(order):
         weight = items[index].weight
         too_small = []
@@ -259,25 +258,28 @@ async def _plan(
             if entry[2].spare > 0:  # may still take a lighter item
                 too_small.append(entry)
         if not ranked:
-            unplaced.append(index)
+            plan.unplaced.append(index)
         else:
             best = heapq.heappop(ranked)[2]
             runner_up = [ranked[0][2]] if ranked else []
-            facts[index] = explain.candidate_facts([_candidate(c) for c in [best, *runner_up]])
+            plan.facts[index] = explain.candidate_facts([_candidate(c) for c in [best, *runner_up]])
             best.load += weight
             best.spare -= weight
-            # All picks happen "now"; a microsecond per pick keeps their order in memory, so
-            # round robin goes round within a batch too instead of tying on the same instant.
+            # All picks happen "now"; a microsecond per pick keeps their order, in memory and in
+            # the stored `last_assigned_at` (`_reserve`), so round robin goes round within a
+            # batch and after it instead of tying on one instant.
             best.last_assigned_at = now + timedelta(microseconds=position)
             best.idle_since = BUSY
-            # As `sync_memberships(reshuffle=True)` draws anew (there with the batch's final load).
-            best.shuffle = tie_draw(best.agent_id, now, best.load)
-            plan.setdefault(best.agent_id, []).append(index)
+            # As `sync_memberships(reshuffle=True)` draws anew: for the agent's last pick of the
+            # batch these are the values stored.
+            best.shuffle = tie_draw(best.agent_id, best.last_assigned_at, best.load)
+            plan.chosen.setdefault(best.agent_id, []).append(index)
+            plan.last_pick[best.agent_id] = best.last_assigned_at
             if best.spare > 0:
                 heapq.heappush(ranked, (key(best), next(tiebreak), best))  # type: ignore[arg-type]
         for entry in too_small:
             heapq.heappush(ranked, entry)
-    return plan, unplaced, whole_pool, busy, facts
+    return plan
 
 
 def _candidate(choice: _Choice) -> Candidate:
@@ -288,10 +290,7 @@ def _candidate(choice: _Choice) -> Candidate:
 
 
 async def _reserve(
-    session: AsyncSession,
-    plan: dict[uuid.UUID, list[int]],
-    items: Sequence[NewItem],
-    at: Moment,
+    session: AsyncSession, plan: _Plan, items: Sequence[NewItem], at: Moment
 ) -> set[uuid.UUID]:
     """Reserve every planned agent's items in one conditional UPDATE; the agents it reserved.
 
@@ -299,15 +298,14 @@ async def _reserve(
     items only if all of it fits and the agent can take work, and its day's and month's
     assignments grow by their number only if the quotas allow that many more; an agent for
     which the WHERE clause fails is simply not updated (and its items go one by one)."""
-    if not plan:
+    if not plan.chosen:
         return set()
-    agent_ids = sorted(plan)  # locked by `_plan`
-    params: dict[str, Any] = {
-        "p_now": at.now, "p_busy": BUSY, "p_today": at.today, "p_month": at.month
-    }  # fmt: skip
+    agent_ids = sorted(plan.chosen)  # locked by `_plan`
+    params: dict[str, Any] = {"p_busy": BUSY, "p_today": at.today, "p_month": at.month}
     for n, agent_id in enumerate(agent_ids):
-        chosen = plan[agent_id]
+        chosen = plan.chosen[agent_id]
         params[f"a{n}"] = agent_id
+        params[f"t{n}"] = plan.last_pick[agent_id]
         params[f"w{n}"] = sum(items[i].weight for i in chosen)
         params[f"n{n}"] = len(chosen)
     statement = _reserve_statement(len(agent_ids))
@@ -329,15 +327,19 @@ def _lock_statement() -> Any:
 
 @functools.cache
 def _reserve_statement(agents: int) -> Any:
-    """The reservation UPDATE for `agents` agents (parameters a<n>, w<n>, n<n>: the agent, the
-    total weight and the number of its items), built once per size: building it costs more than
-    SQLite takes to run it."""
+    """The reservation UPDATE for `agents` agents (parameters a<n>, w<n>, n<n>, t<n>: the agent,
+    the total weight and the number of its items, the time of its last pick), built once per
+    size: building it costs more than SQLite takes to run it."""
     agent = [bindparam(f"a{n}", type_=AGENTS.c.id.type) for n in range(agents)]
     weight = case(
         *[(AGENTS.c.id == agent[n], bindparam(f"w{n}", type_=Integer())) for n in range(agents)]
     )
     count = case(
         *[(AGENTS.c.id == agent[n], bindparam(f"n{n}", type_=Integer())) for n in range(agents)]
+    )
+    stamp = AGENTS.c.last_assigned_at.type
+    picked = case(
+        *[(AGENTS.c.id == agent[n], bindparam(f"t{n}", type_=stamp)) for n in range(agents)]
     )
     today: Any = bindparam("p_today", type_=AGENTS.c.quota_day.type)
     month: Any = bindparam("p_month", type_=AGENTS.c.quota_month.type)
@@ -354,7 +356,7 @@ def _reserve_statement(agents: int) -> Any:
         )
         .values(
             load=AGENTS.c.load + weight,
-            last_assigned_at=bindparam("p_now", type_=AGENTS.c.last_assigned_at.type),
+            last_assigned_at=picked,
             idle_since=bindparam("p_busy", type_=AGENTS.c.idle_since.type),
             assigned_in_day=in_day + count,
             quota_day=today,
@@ -462,8 +464,9 @@ def _log_decisions(
     at: Moment,
 ) -> None:
     """One decision per item, as `engine.route` logs it (candidates: the pick and the
-    runner-up at that moment of the plan; the pool snapshot is the batch's)."""
-    for row in rows:
+    runner-up at that moment of the plan; the pool snapshot is the batch's). Logged in the
+    plan's pick order (priority, then arrival), so the log's ids keep the order of the picks."""
+    for row in sorted(rows, key=lambda row: (-row["priority"], position[row["id"]])):
         queue, facts, snapshot_id = explained[row["id"]]
         placement = placements[position[row["id"]]]
         owner = row["owner_agent_id"]

@@ -54,7 +54,7 @@ _ORDER = {
     "least_loaded": (MEMBERS.c.load, MEMBERS.c.last_assigned_at, MEMBERS.c.shuffle),
     "most_available": (MEMBERS.c.spare.desc(), MEMBERS.c.last_assigned_at, MEMBERS.c.shuffle),
     "round_robin": (MEMBERS.c.last_assigned_at, MEMBERS.c.shuffle),
-    "longest_idle": (MEMBERS.c.idle_since, MEMBERS.c.shuffle),
+    "longest_idle": (MEMBERS.c.idle_since, MEMBERS.c.last_assigned_at, MEMBERS.c.shuffle),
     "score": (MEMBERS.c.load, MEMBERS.c.last_assigned_at, MEMBERS.c.shuffle),
 }
 

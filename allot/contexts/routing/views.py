@@ -12,11 +12,19 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from babel.dates import format_timedelta
+from babel.numbers import format_percent
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import RedirectResponse, Response
 
-from allot.contexts.routing import ROUTING_READ, ROUTING_WORK, agent_service, queue_service, service
+from allot.contexts.routing import (
+    ROUTING_READ,
+    ROUTING_WORK,
+    agent_service,
+    fairness,
+    queue_service,
+    service,
+)
 from allot.contexts.routing.forms import (
     MODE_LABELS,
     STATUS_LABELS,
@@ -37,7 +45,7 @@ from allot.kernel.web.routers import view_router
 from allot.kernel.web.templating import is_htmx, render
 from allot.kernel.web.uow import ReadSession, WriteSession
 
-from . import admin_views
+from . import admin_views, rule_views
 
 router = view_router()
 Worker = Annotated[Principal, require(ROUTING_WORK)]
@@ -270,11 +278,40 @@ async def inbox_stream(request: Request, session: ReadSession, principal: Worker
 
 
 # -- the managers' board ----------------------------------------------------------------------
+def share_text(value: float | None) -> str:
+    """33 % (33% in English); a dash for none."""
+    return "—" if value is None else format_percent(value, locale=locale_var.get())
+
+
+def deviation_text(value: float | None) -> str:
+    """+71 % or -14 % (share / expected - 1); a dash for none."""
+    if value is None:
+        return "—"
+    text = format_percent(value, locale=locale_var.get())
+    return f"+{text}" if round(value, 2) > 0 else text
+
+
+async def _fair_shares(
+    session: AsyncSession, stats: list[Any], agents: list[Agent]
+) -> list[fairness.FairnessReport]:
+    """The fair share of every queue on the board with a pool or assignments (two statements
+    whatever the number of queues; the board already knows every agent's name)."""
+    reports = await fairness.reports_for(
+        session,
+        [(row.queue_id, row.name) for row in stats],
+        names={agent.id: agent.name for agent in agents},
+    )
+    return [report for report in reports if report.pool_size or report.assignments]
+
+
 async def _board_context(session: AsyncSession) -> dict[str, Any]:
     stats = await queue_service.queue_stats(session)
     queues = {queue.id: queue for queue in await queue_service.list_queues(session)}
     agents = await agent_service.list_agents(session)
     return {
+        "fair_shares": await _fair_shares(session, stats, agents),
+        "share_text": share_text,
+        "deviation_text": deviation_text,
         "queues": [
             {
                 "stats": row,
@@ -311,3 +348,4 @@ async def board_stream(request: Request, principal: Reader) -> Response:
 
 
 router.include_router(admin_views.router)
+router.include_router(rule_views.router)

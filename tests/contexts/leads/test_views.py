@@ -173,3 +173,20 @@ async def test_an_operator_cannot_open_another_operators_lead(client, database, 
     operator = await caller(database, "operator")
     response = await client.get(f"/leads/{lead.id}", headers={**operator, **HTML})
     assert response.status_code == 404
+
+
+async def test_the_lead_page_says_why_the_lead_went_to_its_manager(
+    client, database, clock, manager
+):
+    anna, boris = await lead_desk(database, agents=2, capacity=1)
+    first = await new_lead(database)
+    second = await new_lead(database)  # the other one: the first's agent is full
+    html = (await client.get(f"/leads/{second.id}", headers={**manager, **HTML})).text
+    assert 'id="routing-why"' in html
+    first_agent = anna if first.assignee_id == anna.id else boris
+    second_agent = boris if first_agent is anna else anna
+    assert second.assignee_id == second_agent.id
+    why = html.split('id="routing-why"')[1].split("</section>")[0]
+    assert second_agent.name in why
+    # the first's agent had no room left: listed as left out, with the reason
+    assert f"{first_agent.name} — no spare capacity" in why
