@@ -315,4 +315,3 @@ class PoolSnapshot(IdMixin, Base):
     taken_at: Mapped[datetime] = mapped_column(default=utcnow)
     excluded: Mapped[list[Any]] = mapped_column(default=list)  # [{"agent_id", "reasons": [...]}]
     truncated: Mapped[bool] = mapped_column(Boolean, default=False)
-
