@@ -14,7 +14,8 @@ one left for the person trying the demo answers offers and works leads.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -177,13 +178,28 @@ AGENTS = (
 SIMULATED_EMAILS = tuple(a.email for a in AGENTS if a.email != HUMAN_OPERATOR_EMAIL)
 
 
+# The floor's queues, rules and agents date from before the first seeded lead, so the recorded
+# history is whole: the what-if simulator replays the last days from the agents' timelines.
+HISTORY_STARTS_DAYS_AGO = 11
+
+
+@contextmanager
+def _before_the_seeded_history() -> Iterator[None]:
+    previous = set_clock(ManualClock(utcnow() - timedelta(days=HISTORY_STARTS_DAYS_AGO)))
+    try:
+        yield
+    finally:
+        set_clock(previous)
+
+
 async def routing_queue(session: AsyncSession, state: DemoState) -> None:
     """Routing: the queues «Займы» (offering leads to the least loaded operator) and
     «Крупные займы» (operators with the big_loans skill; no rule sends leads there yet)."""
     existing = {queue.name: queue.id for queue in await queue_service.list_queues(session)}
     for spec in (LOANS_QUEUE, BIG_LOANS_QUEUE):
         if spec.name not in existing:
-            existing[spec.name] = (await queue_service.create_queue(session, spec)).id
+            with _before_the_seeded_history():
+                existing[spec.name] = (await queue_service.create_queue(session, spec)).id
             state.created.append(f"queue {spec.name}")
         state.queue_ids[spec.name] = existing[spec.name]
 
@@ -191,7 +207,8 @@ async def routing_queue(session: AsyncSession, state: DemoState) -> None:
 async def routing_rules(session: AsyncSession, state: DemoState) -> None:
     """Routing: rule set version 1, active: every lead to «Займы», priority ageing."""
     if not await rule_service.list_rule_sets(session):
-        await rule_service.create_rule_set(session, DEMO_RULES)
+        with _before_the_seeded_history():
+            await rule_service.create_rule_set(session, DEMO_RULES)
         state.created.append("rule set 1")
 
 
@@ -223,7 +240,10 @@ async def _ensure_agents(
 
 async def routing_agents(session: AsyncSession, state: DemoState) -> None:
     """Routing: the simulated operators and the manager as agents, available."""
-    await _ensure_agents(session, state, tuple(a for a in AGENTS if a.email in SIMULATED_EMAILS))
+    with _before_the_seeded_history():
+        await _ensure_agents(
+            session, state, tuple(a for a in AGENTS if a.email in SIMULATED_EMAILS)
+        )
 
 
 async def routing_your_agent(session: AsyncSession, state: DemoState) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from allot.cli import check, demo, leads, migrate, serve, users
+from allot.cli import check, demo, leads, migrate, routing, serve, users
 
 app = typer.Typer(
     name="allot",
@@ -20,6 +20,7 @@ app.command()(check.check)
 app.add_typer(migrate.app, name="migrate")
 app.add_typer(users.users_app, name="users")
 app.add_typer(leads.leads_app, name="leads")
+app.add_typer(routing.routing_app, name="routing")
 app.add_typer(users.tokens_app, name="tokens")
 
 

@@ -80,6 +80,15 @@ def install(app: Any) -> None:
     )
     register_nav(
         NavItem(
+            key="routing-simulate",
+            label=N_("What-if"),
+            href="/routing/simulate",
+            permission=ROUTING_MANAGE,
+            order=606,
+        )
+    )
+    register_nav(
+        NavItem(
             key="routing-agents",
             label="Agents",
             href="/routing/agents",

@@ -6,7 +6,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.contexts import audit, identity
@@ -17,6 +17,7 @@ from allot.contexts.routing.models import (
     Agent,
     AgentKindLoad,
     AgentLeave,
+    AgentTimelineEntry,
     Queue,
     QueueMember,
     WorkItem,
@@ -25,13 +26,17 @@ from allot.contexts.routing.schedule import next_change, on_shift, validate_sche
 from allot.contexts.routing.schemas import AgentCreate, AgentUpdate, LeaveCreate
 from allot.kernel import timers
 from allot.kernel.config import get_settings
+from allot.kernel.db.deferred import defer_insert
 from allot.kernel.errors import Conflict, NotFound, ValidationFailed
 from allot.kernel.events import publish
+from allot.kernel.ids import new_id
 
 RECLAIM_AFTER_OFFLINE = "routing.reclaim"
 PRESENCE_CHECK = "routing.presence_check"
 SHIFT_CHANGE = "routing.shift_change"
 LEAVE_CHANGE = "routing.leave_change"
+
+TIMELINE: Table = AgentTimelineEntry.__table__  # type: ignore[assignment]
 
 _AUDITED = (
     "name",
@@ -78,6 +83,31 @@ def _attributes(body: AgentCreate | AgentUpdate, current: dict[str, Any]) -> dic
         if value is not None:
             merged[name] = sorted(set(value))
     return merged
+
+
+def _record_timeline(session: AsyncSession, agent: Agent, at: Moment, change: str) -> None:
+    """Append the agent's availability and capacity as they are now to its timeline (one
+    deferred INSERT at commit): the what-if simulator replays who could take work when."""
+    defer_insert(
+        session,
+        TIMELINE,
+        {
+            "id": new_id(),
+            "agent_id": agent.id,
+            "at": at.now,
+            "change": change,
+            "status": agent.status,
+            "is_active": agent.is_active,
+            "on_leave": agent.on_leave,
+            "off_shift": agent.off_shift,
+            "capacity": agent.capacity,
+            "capacity_by_kind": dict(agent.capacity_by_kind or {}),
+            "weight": float(agent.weight),
+            "daily_quota": agent.daily_quota,
+            "monthly_quota": agent.monthly_quota,
+            "attributes": dict(agent.attributes or {}),
+        },
+    )
 
 
 async def _sync_kind_caps(session: AsyncSession, agent: Agent) -> None:
@@ -144,6 +174,7 @@ async def create_agent(session: AsyncSession, body: AgentCreate) -> Agent:
     await session.flush()
     await _sync_kind_caps(session, agent)
     await membership.refresh_agent(session, agent, at)
+    _record_timeline(session, agent, at, "created")
     await _schedule_shift_timer(session, agent, at)
     await audit.record(
         session,
@@ -224,7 +255,7 @@ async def update_agent(session: AsyncSession, agent_id: uuid.UUID, body: AgentUp
         personal_fields=("name", "email"),
     )
     await _publish_agent(session, events.AGENT_UPDATED, agent)
-    await _after_availability_change(session, agent, at)
+    await _after_availability_change(session, agent, at, change="updated")
     return agent
 
 
@@ -257,7 +288,7 @@ async def set_status(
     await _publish_agent(session, events.AGENT_STATUS_CHANGED, agent, reason=reason)
     if status != "offline":
         await _schedule_presence_check(session, agent, at)
-    await _after_availability_change(session, agent, at)
+    await _after_availability_change(session, agent, at, change="status")
     return agent
 
 
@@ -318,7 +349,7 @@ async def refresh_leave(session: AsyncSession, agent: Agent, at: Moment) -> None
     if on_leave != agent.on_leave:
         agent.on_leave = on_leave
         await session.flush()
-        await _after_availability_change(session, agent, at)
+        await _after_availability_change(session, agent, at, change="leave")
 
 
 def timezone_of_business() -> Any:
@@ -327,9 +358,15 @@ def timezone_of_business() -> Any:
     return ZoneInfo(get_settings().business_timezone)
 
 
-async def _after_availability_change(session: AsyncSession, agent: Agent, at: Moment) -> None:
+async def _after_availability_change(
+    session: AsyncSession, agent: Agent, at: Moment, *, change: str
+) -> None:
     """Mirror the agent, then: take backlog if it can work; else hand its offers on and, for an
-    agent who left (offline, leave, deactivated), reclaim its open work after the grace."""
+    agent who left (offline, leave, deactivated), reclaim its open work after the grace.
+
+    Every change of an agent's availability or capacity comes through here (creation aside),
+    so this is where its timeline row is written (`change`: updated, status, leave, shift)."""
+    _record_timeline(session, agent, at, change)
     state = await repo.load_agent_state(session, agent.id)
     await repo.sync_memberships(session, state, at.today, at.month)
     if agent.can_take_work:
@@ -387,7 +424,7 @@ async def apply_shift(session: AsyncSession, agent_id: uuid.UUID) -> None:
     if off_shift != agent.off_shift:
         agent.off_shift = off_shift
         await session.flush()
-        await _after_availability_change(session, agent, at)
+        await _after_availability_change(session, agent, at, change="shift")
 
 
 async def list_agents(session: AsyncSession) -> list[Agent]:

@@ -117,5 +117,9 @@ async def items_of(session: AsyncSession, agent_id: uuid.UUID) -> list[WorkItem]
     ids = await repo.open_items_of_agent(session, agent_id)
     if not ids:
         return []
-    result = await session.execute(select(WorkItem).where(WorkItem.id.in_(ids)))
+    # In id (arrival) order: reclaimed work goes back to the backlog oldest first, the same
+    # order on both databases (the what-if simulator replays it).
+    result = await session.execute(
+        select(WorkItem).where(WorkItem.id.in_(ids)).order_by(WorkItem.id)
+    )
     return list(result.scalars())

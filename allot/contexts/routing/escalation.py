@@ -24,6 +24,7 @@ from allot.contexts.routing.models import WorkItem
 from allot.contexts.routing.queue_catalog import QueueRules
 from allot.contexts.routing.rule_catalog import Rules
 from allot.contexts.routing.rules import (
+    TICK_TOLERANCE,
     Filter,
     aged_priority,
     ageing_ticks,
@@ -119,7 +120,7 @@ async def apply_due(
     in order (each publishing an escalation) and its ageing ticks. The item is unowned."""
     definition, age = rules.definition, _age(item, now)
     ttl = ttl_of(definition, item.rule_filter)
-    if ttl is not None and age >= ttl:
+    if ttl is not None and age + TICK_TOLERANCE >= ttl:
         return DueActions(ageing_since, expire=True)
     rule = rule_of(rules, item)
     queue_id, priority = item.queue_id, item.priority

@@ -315,3 +315,33 @@ class PoolSnapshot(IdMixin, Base):
     taken_at: Mapped[datetime] = mapped_column(default=utcnow)
     excluded: Mapped[list[Any]] = mapped_column(default=list)  # [{"agent_id", "reasons": [...]}]
     truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class AgentTimelineEntry(IdMixin, Base):
+    """Append-only: an agent's availability and capacity right after each change (creation,
+    edit, status, leave, shift), written by agent_service.py in the transaction of the change.
+    The agents table keeps only the present; the what-if simulator (simulator.py) replays who
+    could take how much work when from these rows. `change` says what kind of change it was:
+    `created` and `updated` also re-draw the agent's tie-break (membership.refresh_agent)."""
+
+    __tablename__ = "routing_agent_timeline"
+
+    agent_id: Mapped[uuid.UUID]
+    at: Mapped[datetime]
+    change: Mapped[str] = mapped_column(String(16))  # created | updated | status | leave | shift
+    status: Mapped[str] = mapped_column(String(16))
+    is_active: Mapped[bool] = mapped_column(Boolean)
+    on_leave: Mapped[bool] = mapped_column(Boolean)
+    off_shift: Mapped[bool] = mapped_column(Boolean)
+    capacity: Mapped[int] = mapped_column(Integer)
+    capacity_by_kind: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    weight: Mapped[float] = mapped_column(Float)
+    daily_quota: Mapped[int | None]
+    monthly_quota: Mapped[int | None]
+    # Skills, languages, teams ...: what queue membership is computed from.
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    __table_args__ = (
+        Index("ix_routing_agent_timeline_agent", "agent_id", "at"),
+        Index("ix_routing_agent_timeline_at", "at"),
+    )

@@ -476,15 +476,19 @@ async def lock_items_offered_to(session: AsyncSession, agent_id: uuid.UUID) -> N
 
 
 async def pending_offers_for_item(session: AsyncSession, item_id: uuid.UUID) -> list[Any]:
-    stmt = select(OFFERS.c.id, OFFERS.c.agent_id, OFFERS.c.weight).where(
-        OFFERS.c.item_id == item_id, OFFERS.c.status == "pending"
+    stmt = (
+        select(OFFERS.c.id, OFFERS.c.agent_id, OFFERS.c.weight)
+        .where(OFFERS.c.item_id == item_id, OFFERS.c.status == "pending")
+        .order_by(OFFERS.c.id)
     )
     return list((await session.execute(stmt)).all())
 
 
 async def pending_offers_for_agent(session: AsyncSession, agent_id: uuid.UUID) -> list[Any]:
-    stmt = select(OFFERS.c.id, OFFERS.c.item_id, OFFERS.c.weight).where(
-        OFFERS.c.agent_id == agent_id, OFFERS.c.status == "pending"
+    stmt = (
+        select(OFFERS.c.id, OFFERS.c.item_id, OFFERS.c.weight)
+        .where(OFFERS.c.agent_id == agent_id, OFFERS.c.status == "pending")
+        .order_by(OFFERS.c.id)
     )
     return list((await session.execute(stmt)).all())
 

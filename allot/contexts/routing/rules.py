@@ -34,6 +34,7 @@ from allot.kernel.errors import FieldError, ValidationFailed
 NOTIFY_TARGETS = ("manager", "customer")
 NOBODY_POLICIES = ("wait", "fallback", "escalate")
 MAX_AGE_SECONDS = 14 * 24 * 3600  # TaskRouter's TTL ceiling: 14 days
+TICK_TOLERANCE = 1e-6  # seconds: timers are stored to the microsecond
 
 
 class _Strict(BaseModel):
@@ -188,14 +189,18 @@ def steps_due(
     if filter_index is None:
         return []
     steps = definition.filters[filter_index].steps
-    return [n for n in range(steps_done, len(steps)) if steps[n].after_seconds <= age]
+    reached = age + TICK_TOLERANCE
+    return [n for n in range(steps_done, len(steps)) if steps[n].after_seconds <= reached]
 
 
 def ageing_ticks(definition: RuleSetDefinition, ageing_since: float, age: float) -> int:
     ageing = definition.ageing
     if ageing is None or age < ageing_since:
         return 0
-    return int((age - ageing_since) // ageing.every_seconds)
+    # A timer due at a tick fires at that age to the microsecond, which in float seconds can
+    # come out a hair short (599.9999999999999): a tick is reached within a microsecond of it,
+    # or the timer would fire, see no tick, and come due again at once.
+    return int((age - ageing_since + TICK_TOLERANCE) // ageing.every_seconds)
 
 
 def aged_priority(definition: RuleSetDefinition, priority: int, ticks: int) -> int:

@@ -45,7 +45,7 @@ from allot.kernel.web.routers import view_router
 from allot.kernel.web.templating import is_htmx, render
 from allot.kernel.web.uow import ReadSession, WriteSession
 
-from . import admin_views, rule_views
+from . import admin_views, rule_views, simulate_views
 
 router = view_router()
 Worker = Annotated[Principal, require(ROUTING_WORK)]
@@ -349,3 +349,4 @@ async def board_stream(request: Request, principal: Reader) -> Response:
 
 router.include_router(admin_views.router)
 router.include_router(rule_views.router)
+router.include_router(simulate_views.router)
