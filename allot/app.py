@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import importlib
 import importlib.util
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
+from fastapi.telemetry import TelemetryConfig
 
 from allot import __version__
 from allot.kernel.config import Settings, get_settings
@@ -26,8 +28,9 @@ from allot.kernel.events.dispatcher import Dispatcher
 from allot.kernel.logging import configure_logging
 from allot.kernel.timers import TimerRunner
 from allot.kernel.web import docs, health
-from allot.kernel.web.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from allot.kernel.web.middleware import RequestContextMiddleware
 from allot.kernel.web.problems import install_problem_handlers
+from allot.kernel.web.routers import expand_routes, include_flat, index_routes
 
 # Order matters only for navigation; dependencies between contexts go through public interfaces.
 CONTEXTS: tuple[str, ...] = ("identity", "audit", "routing", "customers", "leads")
@@ -94,6 +97,23 @@ def settle_garbage_collector() -> None:
 GC_FIRST_GENERATION_THRESHOLD = 20_000  # CPython's default is 700
 
 
+def native_telemetry() -> TelemetryConfig:
+    """FastAPI's own OpenTelemetry (a span, metrics and a log record per request) stays on when
+    OpenTelemetry is set up as the process starts (`opentelemetry-instrument`, or FastAPI's
+    FASTAPI_OTEL_AUTO_CONFIGURE). Otherwise it is switched off here, once: FastAPI would ask
+    the three global providers on every request whether they are still placeholders (≈6 µs)."""
+    if os.getenv("FASTAPI_OTEL_AUTO_CONFIGURE", "").lower() == "true":
+        return {}
+    from opentelemetry import _logs, metrics, trace
+
+    placeholders = {"ProxyTracerProvider", "_ProxyMeterProvider", "ProxyLoggerProvider"}
+    providers = (trace.get_tracer_provider(), metrics.get_meter_provider(),
+                 _logs.get_logger_provider())  # fmt: skip
+    if any(type(provider).__name__ not in placeholders for provider in providers):
+        return {}
+    return {"tracing": False, "metrics": False, "logs": False}
+
+
 def create_app(
     settings: Settings | None = None,
     database: Database | None = None,
@@ -142,6 +162,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
+        telemetry=native_telemetry(),
     )
     app.state.settings = settings
     app.state.database = database
@@ -157,14 +178,13 @@ def create_app(
 
     install_problem_handlers(app)
     app.add_middleware(
-        BodySizeLimitMiddleware,
+        RequestContextMiddleware,
         max_bytes=settings.max_request_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
     )
-    app.add_middleware(RequestContextMiddleware)
 
-    app.include_router(health.router)
-    app.include_router(docs.router)
+    include_flat(app, health.router)
+    include_flat(app, docs.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     contexts = load_contexts()
@@ -180,13 +200,14 @@ def create_app(
             for part in parts:
                 module = _optional_module(f"allot.contexts.{context_name}.{part}")
                 if module is not None:
-                    app.include_router(module.router)
+                    include_flat(app, module.router)
+    index_routes(app)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(
                 title=app.title, version=app.version, description=app.description,
-                routes=app.routes,
+                routes=list(expand_routes(app.routes)),
             )  # fmt: skip
             schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = (
                 PROBLEM_SCHEMA

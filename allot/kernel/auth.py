@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from allot.kernel.context import Actor, actor_var
 from allot.kernel.errors import Forbidden, Unauthorized
@@ -66,31 +65,9 @@ async def optional_principal(request: Request) -> Principal | None:
     return principal
 
 
-# Paths that never need to know the caller: resolving it would only cost a database round trip.
+# Paths that never need to know the caller: resolving it would only cost a database round trip
+# (the shell middleware, `kernel/web/shell.py`, resolves everyone else's before routing).
 ANONYMOUS_PATH_PREFIXES = ("/static/", "/healthz", "/readyz", "/metrics")
-
-
-class AuthenticationMiddleware:
-    """Resolves the caller before routing, so everything after it (locale, CSRF, error pages,
-    navigation) sees the same principal, and binds the actor for exactly this request.
-
-    The actor variable is reset afterwards: an in-process client (tests) runs requests in its
-    own context, and one request's actor must never leak into the next.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(ANONYMOUS_PATH_PREFIXES):
-            await self.app(scope, receive, send)
-            return
-        token = actor_var.set(None)
-        try:
-            await optional_principal(Request(scope))
-            await self.app(scope, receive, send)
-        finally:
-            actor_var.reset(token)
 
 
 async def current_principal(
@@ -105,9 +82,15 @@ CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
 def require(*permissions: str) -> Any:
-    """Dependency: the caller must hold every one of `permissions`."""
+    """Dependency: the caller must hold every one of `permissions` (401 without a caller, as
+    `CurrentPrincipal`). It asks `optional_principal` itself instead of depending on
+    `CurrentPrincipal`: FastAPI solves each level of dependencies with four parameter lookups
+    and a cache key, and this one sits on every API endpoint (two levels fewer ≈ 10 µs)."""
 
-    async def check(principal: CurrentPrincipal) -> Principal:
+    async def check(request: Request) -> Principal:
+        principal = await optional_principal(request)
+        if principal is None:
+            raise Unauthorized(detail="Sign in or send a bearer token")
         missing = [p for p in permissions if not principal.has(p)]
         if missing:
             raise Forbidden(detail=f"Missing permission: {', '.join(missing)}")

@@ -14,7 +14,6 @@ PACKAGE = Path(__file__).resolve().parents[2] / "allot"
 
 def test_identity_keeps_the_old_names_importable_from_the_kernel():
     assert identity_flash.flash is flash.flash
-    assert identity_flash.FlashMiddleware is flash.FlashMiddleware
     assert identity_flash.FlashReader is flash.FlashReader
 
 

@@ -12,16 +12,16 @@ from fastapi import FastAPI, Request
 from starlette.middleware import Middleware
 from starlette.responses import RedirectResponse, Response
 
-from allot.kernel.auth import AuthenticationMiddleware, Principal
+from allot.kernel.auth import Principal
 from allot.kernel.context import current_request_id
 from allot.kernel.errors import Unauthorized
 from allot.kernel.i18n import N_, locale_var
 from allot.kernel.ratelimit import InMemoryRateLimiter
-from allot.kernel.web.csrf import CSRFMiddleware, csrf_token
-from allot.kernel.web.flash import FlashMiddleware, FlashReader
-from allot.kernel.web.locale import LocaleMiddleware
+from allot.kernel.web.csrf import csrf_token
+from allot.kernel.web.flash import FlashReader
 from allot.kernel.web.nav import NavItem, nav_items, register_nav
 from allot.kernel.web.problems import handle_allot_error, wants_html
+from allot.kernel.web.shell import ShellMiddleware
 from allot.kernel.web.templating import is_htmx
 
 from .permissions import USERS_MANAGE
@@ -109,16 +109,9 @@ def install_web(app: FastAPI) -> None:
     app.state.login_limiter = InMemoryRateLimiter()
     app.state.template_processors.append(template_values)
     app.add_exception_handler(Unauthorized, redirect_to_sign_in)
-    # Innermost, in this order (outer to inner), so the request id and body limit apply first:
+    # Innermost, so the request id and body limit apply first; one layer does, in order:
     # who is calling -> which language -> is the form genuine -> flash cookie bookkeeping.
-    app.user_middleware.extend(
-        [
-            Middleware(AuthenticationMiddleware),
-            Middleware(LocaleMiddleware, default=settings.default_locale),
-            Middleware(CSRFMiddleware),
-            Middleware(FlashMiddleware),
-        ]
-    )
+    app.user_middleware.append(Middleware(ShellMiddleware, default_locale=settings.default_locale))
     register_nav(NavItem(key="home", label=N_("Home"), href="/", order=0))
     register_nav(
         NavItem(

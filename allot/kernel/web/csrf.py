@@ -21,10 +21,9 @@ import re
 import secrets
 from typing import Any
 
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Send
 
 from allot.kernel.auth import optional_principal
 from allot.kernel.errors import Forbidden, PayloadTooLarge
@@ -76,7 +75,7 @@ def csrf_token(request: Request) -> str:
     binding = _binding(request)
     if binding is None:
         nonce = secrets.token_urlsafe(24)
-        request.state.csrf_nonce = nonce  # CSRFMiddleware sends it as the cookie
+        request.state.csrf_nonce = nonce  # the shell middleware sends it as the cookie
         binding = f"anon:{nonce}"
     return sign(_secret(request), binding)
 
@@ -112,58 +111,49 @@ async def _submitted_token(request: Request, receive: Receive) -> tuple[str | No
     return (value if isinstance(value, str) else None), _replaying(body, receive)
 
 
-class CSRFMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+async def must_check(request: Request) -> bool:
+    """Whether an unsafe request needs a token (see the module docstring for the exemptions)."""
+    authorization = request.headers.get("authorization", "")
+    if authorization[:7].lower() == "bearer ":
+        return False
+    principal = await optional_principal(request)
+    return principal is not None or not request.url.path.startswith("/api/")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope, receive)
-        send = self._sending_nonce(request, send)
-        if scope["method"] not in SAFE_METHODS and await self._must_check(request):
-            try:
-                submitted, receive = await _submitted_token(request, receive)
-            except ClientDisconnect:
-                return
-            except PayloadTooLarge as exc:
-                await self._reject(request, exc.to_problem(instance=request.url.path), send)
-                return
-            binding = _binding(request)
-            if not (submitted and binding and token_matches(_secret(request), binding, submitted)):
-                failure = CsrfFailed(detail="Reload the page and submit the form again")
-                await self._reject(request, failure.to_problem(instance=request.url.path), send)
-                return
-        await self.app(scope, receive, send)
 
-    @staticmethod
-    async def _must_check(request: Request) -> bool:
-        authorization = request.headers.get("authorization", "")
-        if authorization[:7].lower() == "bearer ":
-            return False
-        principal = await optional_principal(request)
-        return principal is not None or not request.url.path.startswith("/api/")
+async def check(request: Request, receive: Receive, send: Send) -> Receive | None:
+    """Checks an unsafe request's token. Returns the receive the app must read the body from
+    (a form's body was read here and is replayed), or None when the request was answered here
+    (refused with 403, a body over the limit with 413, or the client went away)."""
+    try:
+        submitted, receive = await _submitted_token(request, receive)
+    except ClientDisconnect:
+        return None
+    except PayloadTooLarge as exc:
+        await _reject(request, exc.to_problem(instance=request.url.path), send)
+        return None
+    binding = _binding(request)
+    if not (submitted and binding and token_matches(_secret(request), binding, submitted)):
+        failure = CsrfFailed(detail="Reload the page and submit the form again")
+        await _reject(request, failure.to_problem(instance=request.url.path), send)
+        return None
+    return receive
 
-    @staticmethod
-    async def _reject(request: Request, problem: dict[str, Any], send: Send) -> None:
-        response = problem_response(request, problem)
 
-        async def no_body() -> Message:
-            return {"type": "http.disconnect"}
+async def _reject(request: Request, problem: dict[str, Any], send: Send) -> None:
+    response = problem_response(request, problem)
 
-        await response(request.scope, no_body, send)
+    async def no_body() -> Message:
+        return {"type": "http.disconnect"}
 
-    @staticmethod
-    def _sending_nonce(request: Request, send: Send) -> Send:
-        async def send_with_cookie(message: Message) -> None:
-            nonce = request.scope.get("state", {}).get("csrf_nonce")
-            if message["type"] == "http.response.start" and nonce:
-                cookie = f"{NONCE_COOKIE}={nonce}; Path=/; HttpOnly; SameSite=Lax"
-                if secure_cookies(request):
-                    cookie += "; Secure"
-                message.setdefault("headers", [])
-                MutableHeaders(scope=message).append("set-cookie", cookie)
-            await send(message)
+    await response(request.scope, no_body, send)
 
-        return send_with_cookie
+
+def nonce_cookie(request: Request) -> str | None:
+    """The Set-Cookie value for the anonymous nonce a page made during this request, if any."""
+    nonce = request.scope.get("state", {}).get("csrf_nonce")
+    if not nonce:
+        return None
+    cookie = f"{NONCE_COOKIE}={nonce}; Path=/; HttpOnly; SameSite=Lax"
+    if secure_cookies(request):
+        cookie += "; Secure"
+    return cookie

@@ -5,8 +5,9 @@ session expired) can flash too and showing a message costs no database write. A 
 removed once a page has actually shown it: a template only consumes them by iterating
 `flashes`, so an htmx fragment that does not draw the message area leaves them for later.
 
-Kernel plumbing, so any context's view can `flash(request, _("Saved."))`; identity installs the
-middleware and hands templates the `flashes` reader (identity/shell.py).
+Kernel plumbing, so any context's view can `flash(request, _("Saved."))`; the shell middleware
+(`kernel/web/shell.py`, installed by identity) reads and writes the cookie, and identity hands
+templates the `flashes` reader (identity/shell.py).
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 FLASH_COOKIE = "allot_flash"
 MAX_MESSAGES = 5
@@ -84,34 +83,20 @@ def decode(secret: bytes, value: str | None) -> list[Flash]:
         return []
 
 
-class FlashMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith("/static/"):
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope)
-        secret = str(request.app.state.secret_key).encode()
-        cookie = request.cookies.get(FLASH_COOKIE)
-        request.state.flash_in = decode(secret, cookie)
-
-        async def send_with_flashes(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                state = request.state
-                remaining = [*getattr(state, "flash_in", []), *getattr(state, "flash_out", [])]
-                if remaining:
-                    value = encode(secret, remaining[-MAX_MESSAGES:])
-                    if value != cookie:
-                        _append_cookie(message, f"{FLASH_COOKIE}={value}; {_ATTRIBUTES}")
-                elif cookie:
-                    _append_cookie(message, f"{FLASH_COOKIE}=; Max-Age=0; {_ATTRIBUTES}")
-            await send(message)
-
-        await self.app(scope, receive, send_with_flashes)
+def read_flashes(request: Request) -> tuple[bytes, str | None]:
+    """Puts the messages of the incoming cookie on `request.state.flash_in`; returns the secret
+    and the cookie as it came, for `outgoing_cookie`."""
+    secret = str(request.app.state.secret_key).encode()
+    cookie = request.cookies.get(FLASH_COOKIE)
+    request.state.flash_in = decode(secret, cookie)
+    return secret, cookie
 
 
-def _append_cookie(message: Message, cookie: str) -> None:
-    message.setdefault("headers", [])
-    MutableHeaders(scope=message).append("set-cookie", cookie)
+def outgoing_cookie(state: Any, secret: bytes, cookie: str | None) -> str | None:
+    """The Set-Cookie value the response needs: the messages not shown yet (when they differ
+    from the incoming cookie), a deletion when all were shown, else None."""
+    remaining = [*getattr(state, "flash_in", []), *getattr(state, "flash_out", [])]
+    if remaining:
+        value = encode(secret, remaining[-MAX_MESSAGES:])
+        return f"{FLASH_COOKIE}={value}; {_ATTRIBUTES}" if value != cookie else None
+    return f"{FLASH_COOKIE}=; Max-Age=0; {_ATTRIBUTES}" if cookie else None
