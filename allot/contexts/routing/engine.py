@@ -102,7 +102,6 @@ async def route(
     at: Moment,
     *,
     trigger: str = "submitted",
-    policy: str = "wait",
 ) -> RouteResult:
     """Place a waiting item: assign it, offer it, or leave it waiting (and say so). Every call
     logs one decision (decision_log.py): the candidates as ranked, who was left out and why.
