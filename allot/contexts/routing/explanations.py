@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.contexts.routing import decision_log
 from allot.contexts.routing.models import Queue, RuleSet, WorkItem
-from allot.contexts.routing.rule_service import agent_names
+from allot.contexts.routing.statistics import agent_names
 
 
 async def item_id_of(session: AsyncSession, reference: str) -> uuid.UUID | None:

@@ -23,6 +23,7 @@ from allot.contexts.routing.models import RuleSet, WorkItem
 from allot.contexts.routing.rule_catalog import Rules
 from allot.contexts.routing.rule_schemas import DryRunRequest, RuleSetCreate
 from allot.contexts.routing.rules import RuleSetDefinition, check_definition, item_facts, ttl_of
+from allot.contexts.routing.statistics import agent_names
 from allot.kernel.clock import utcnow
 from allot.kernel.context import current_actor
 from allot.kernel.db.engine import insert_ignoring_conflicts
@@ -137,15 +138,6 @@ async def deactivate_rules(session: AsyncSession) -> RuleSet | None:
         after={"active_version": None},
     )
     return previous
-
-
-async def agent_names(session: AsyncSession, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
-    if not ids:
-        return {}
-    rows = await session.execute(select(repo.AGENTS.c.id, repo.AGENTS.c.name).where(
-        repo.AGENTS.c.id.in_(ids)
-    ))  # fmt: skip
-    return {row.id: row.name for row in rows}
 
 
 async def dry_run(session: AsyncSession, body: DryRunRequest) -> dict[str, Any]:
