@@ -461,12 +461,18 @@ def print_welcome(state: DemoState, host: str, port: int, *, floor: bool) -> Non
         f"  {base}/leads  every lead with its customer, amount, status and timeline\n"
         f"  {base}/inbox  an operator's desk: sign in as {HUMAN_OPERATOR_EMAIL} ({human}) in "
         "another browser or a private window; offers arrive with a 60-second countdown to "
-        "accept or decline (if your status shows Offline, press Available)"
+        "accept or decline (if your status shows Offline, press Available)\n"
+        f"  {base}/routing/rules  the routing rules (as the admin or manager): edit version 1, "
+        "dry-run it on a lead, then\n"
+        f"  {base}/routing/simulate  replay the last days with your version next to what "
+        "happened, and activate it; each lead's page then says why it went where it went\n"
+        f"  {base}/leads/analytics  which source converts best and who answers slowest"
     )
     console.print(
-        f"\nRouting: every lead goes to the queue «{LOANS_QUEUE.name}», which offers it to the "
-        "least loaded available operator, one at a time; an offer not answered in 60 s, or "
-        "declined, goes to the next one."
+        f"\nRouting: rule set version 1 sends every lead to the queue «{LOANS_QUEUE.name}», which "
+        "offers it to the least loaded available operator, one at a time; an offer not "
+        f"answered in 60 s, or declined, goes to the next one. «{BIG_LOANS_QUEUE.name}» "
+        "(operators with the big_loans skill) waits for a rule that sends leads there."
     )
     if floor:
         simulated = ", ".join(p.name for p in USERS if p.email in SIMULATED_EMAILS)
