@@ -8,15 +8,12 @@ import html
 import json
 import re
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from argon2 import PasswordHasher
 from hypothesis import given
 from hypothesis import strategies as st
 
-from allot.contexts.identity import passwords
 from allot.contexts.routing import agent_service, rule_service
 from allot.contexts.routing.models import Decision, WorkItem
 from allot.contexts.routing.rule_schemas import RuleSetCreate
@@ -25,9 +22,10 @@ from allot.contexts.routing.schemas import LeaveCreate
 from allot.kernel.clock import utcnow
 from allot.kernel.i18n import using_locale
 from tests.conftest import count_queries
-from tests.factories import csrf_token, login, make_user
+from tests.factories import csrf_token
 
 from .helpers import count, make_agent, make_queue, submit
+from .test_views import cheap_password_hashing, signed_in  # noqa: F401 - the fixture applies here too
 
 HTML = {"Accept": "text/html", "Accept-Language": "en"}
 HTMX = {**HTML, "HX-Request": "true"}
@@ -47,19 +45,6 @@ BIG_LOANS = {
         },
     ]
 }
-
-
-@pytest.fixture(autouse=True)
-def cheap_password_hashing() -> Iterator[None]:
-    previous = passwords.use_hasher(PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-    yield
-    passwords.use_hasher(previous)
-
-
-async def signed_in(client, database, *roles: str, locale: str = "en"):
-    user = await make_user(database, roles=roles, locale=locale)
-    assert (await login(client, user.email)).status_code == 303
-    return user
 
 
 async def post_form(client, path: str, data: dict, *, headers=HTML, page="/routing/rules/new"):
