@@ -1,8 +1,10 @@
 """Shared fixtures. Every test that touches the database runs on each backend in
 `ALLOT_TEST_BACKENDS` (default "sqlite,postgresql").
 
-PostgreSQL: under CI=true it must be reachable (the run fails otherwise); elsewhere, if it is not,
-its tests are skipped and ONE loud line says so at the end of the run.
+PostgreSQL, RabbitMQ and Redis: under CI=true each must be reachable (its tests fail otherwise);
+elsewhere, if one is not, its tests are skipped and ONE loud line per service says so at the end
+of the run. RabbitMQ and Redis tests isolate themselves with `service_namespace` (a unique prefix
+for exchanges, queues and keys), never by touching the machine's own service state.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ BACKENDS = [
 
 _pg_state: dict[str, Any] = {"checked": False, "ok": False, "error": "", "skipped": 0}
 
+RABBITMQ_URL = os.environ.get("ALLOT_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+REDIS_URL = os.environ.get("ALLOT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# service name -> (reachable, error); probed once per process with a plain TCP connect.
+_service_state: dict[str, tuple[bool, str]] = {}
+
 
 def _postgres_reachable() -> bool:
     if not _pg_state["checked"]:
@@ -57,6 +64,51 @@ def _postgres_reachable() -> bool:
         except Exception as exc:
             _pg_state["error"] = f"{type(exc).__name__}: {exc}"
     return bool(_pg_state["ok"])
+
+
+def _tcp_reachable(url: str, default_port: int) -> tuple[bool, str]:
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), 3
+        ):
+            return True, ""
+    except OSError as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+
+
+def _require_service(name: str, url: str, default_port: int) -> str:
+    """The service's URL; fails the test under CI when it is unreachable, skips it elsewhere."""
+    if name not in _service_state:
+        _service_state[name] = _tcp_reachable(url, default_port)
+    reachable, error = _service_state[name]
+    if not reachable:
+        if IN_CI:
+            pytest.fail(f"CI=true but {name} is unreachable at {url}: {error}")
+        pytest.skip(f"{name} unreachable")
+    return url
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    return _require_service("RabbitMQ", RABBITMQ_URL, 5672)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return _require_service("Redis", REDIS_URL, 6379)
+
+
+@pytest.fixture
+def service_namespace(request: pytest.FixtureRequest) -> str:
+    """A prefix no other test (or parallel run) uses: for exchanges, queues and Redis keys."""
+    from uuid import uuid4
+
+    test = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40]
+    return f"t-{os.getpid()}-{uuid4().hex[:8]}-{test}"
 
 
 def _worker_database_name() -> str:
@@ -196,3 +248,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             red=True,
             bold=True,
         )
+    if not IN_CI:
+        for name, (reachable, error) in _service_state.items():
+            if not reachable:
+                terminalreporter.write_line(
+                    f"!!! {name} UNREACHABLE ({error}): its tests were SKIPPED. "
+                    "They run (and must pass) in CI.",
+                    red=True,
+                    bold=True,
+                )
