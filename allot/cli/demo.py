@@ -5,8 +5,10 @@ a session and the shared `DemoState` (ids of what earlier steps made). A context
 data by appending a step to `DEMO_STEPS`. Steps are idempotent: they look before they create,
 so running the demo twice changes nothing.
 
-The data: two teams and six users (identity), one queue «Займы» and four agents (routing), and
-25 loan applications of the last ten days at every stage of the pipeline (leads). While the demo
+The data: two teams and six users (identity), the queues «Займы» and «Крупные займы», rule set
+version 1 and four agents (routing), and about 170 loan applications of the last ten days,
+worked by the simulated operators in time order and still at every stage of the pipeline
+(leads; `demo_history.py` says why in time order). While the demo
 serves, `demo_floor.DemoFloor` keeps the floor moving: new leads arrive and every agent but the
 one left for the person trying the demo answers offers and works leads.
 """
@@ -27,7 +29,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.app import create_app
-from allot.cli.demo_floor import DemoFloor, install_floor, operator_actor
+from allot.cli.demo_floor import DemoFloor, install_floor
+from allot.cli.demo_history import play_history
 from allot.cli.migrate import upgrade_to
 from allot.cli.runtime import (
     apply_migrations,
@@ -40,20 +43,14 @@ from allot.cli.runtime import (
     user_errors,
 )
 from allot.cli.serve import run_server
-from allot.contexts import identity, leads
-from allot.contexts.leads import repository as lead_repository
-from allot.contexts.leads import service as lead_service
-from allot.contexts.leads.access import Viewer
+from allot.contexts import identity
 from allot.contexts.routing import agent_service, queue_service, rule_service
-from allot.contexts.routing import service as routing_service
-from allot.contexts.routing.models import Agent
 from allot.contexts.routing.rule_schemas import RuleSetCreate
 from allot.contexts.routing.rules import Ageing, Filter, RuleSetDefinition
 from allot.contexts.routing.schemas import AgentCreate, QueueCreate
 from allot.kernel import migrations
 from allot.kernel.clock import ManualClock, set_clock, utcnow
 from allot.kernel.config import Settings
-from allot.kernel.context import bound
 from allot.kernel.db.engine import Database
 from allot.kernel.events.dispatcher import Dispatcher
 
@@ -255,132 +252,10 @@ async def routing_your_agent(session: AsyncSession, state: DemoState) -> None:
     )
 
 
-# -- leads: applications, some already worked through -----------------------------------------
-@dataclass(frozen=True)
-class SeedLead:
-    name: str
-    phone: str
-    source: str
-    rubles: int
-    months: int
-    region: str
-    path: str  # the statuses it went through, "in_progress>qualified>won"; "" = still new
-    hours_ago: float = 0.0
-    lost_reason: str | None = None
-    note: str | None = None
-
-    def new_lead(self, external_id: str) -> leads.NewLead:
-        return leads.NewLead(
-            source=self.source, external_id=external_id, customer_name=self.name,
-            customer_phone=self.phone, attributes={"region": self.region},
-            priority=10 if self.rubles >= 150_000 else 0, amount_minor=self.rubles * 100,
-            term_months=self.months,
-        )  # fmt: skip
-
-
-WON = "in_progress>qualified>won"
-SEED_LEADS = (  # oldest first: ids are time-ordered and the list shows the newest first
-    SeedLead("Сергей Иванов", "+7 916 234-56-78", "site", 50_000, 6, "Москва", WON, 240,
-             note="Нужны деньги на ремонт, зарплата 85 000 ₽."),
-    SeedLead("Ольга Кузнецова", "+7 903 112-45-67", "partner_bankiros", 120_000, 12, "Москва",
-             WON, 216),
-    SeedLead("Алексей Соколов", "+7 925 345-12-90", "call_center", 30_000, 3, "Москва", "lost",
-             200, "unreachable", "Три звонка без ответа, SMS не прочитано."),
-    SeedLead("Марина Лебедева", "+7 917 876-54-32", "site", 250_000, 24, "Казань", WON, 170,
-             note="Рефинансирование двух кредитных карт."),
-    SeedLead("Рустам Галиев", "+7 987 210-33-44", "partner_bankiros", 80_000, 9, "Казань",
-             "in_progress>lost", 150, "rejected", "Просрочки в кредитной истории."),
-    SeedLead("Татьяна Морозова", "+7 926 555-17-29", "site", 15_000, 3, "Москва", WON, 120),
-    SeedLead("Дмитрий Волков", "+7 999 640-21-08", "call_center", 200_000, 18, "Москва",
-             "in_progress>qualified>lost", 100, "competitor", "Взял в другом банке под 19%."),
-    SeedLead("Наталья Павлова", "+7 915 782-64-11", "site", 40_000, 6, "Москва", WON, 75),
-    SeedLead("Айгуль Сафина", "+7 917 293-48-56", "partner_bankiros", 100_000, 12, "Казань",
-             WON, 50, note="Предпочитает общение в мессенджере."),
-    SeedLead("Игорь Николаев", "+7 905 318-77-02", "site", 300_000, 24, "Москва",
-             "in_progress>lost", 30, "not_interested", "Передумал, решил подкопить."),
-    SeedLead("Екатерина Орлова", "+7 916 401-92-35", "site", 60_000, 6, "Москва",
-             "in_progress>qualified", 6, note="Документы пришлёт вечером."),
-    SeedLead("Павел Фёдоров", "+7 929 114-08-63", "partner_bankiros", 150_000, 12, "Москва",
-             "in_progress>qualified", 5),
-    SeedLead("Ильдар Хасанов", "+7 987 655-29-10", "call_center", 90_000, 12, "Казань",
-             "in_progress>qualified", 4, note="Нужен ответ до пятницы."),
-    SeedLead("Светлана Егорова", "+7 903 978-13-47", "site", 25_000, 3, "Москва", "in_progress",
-             3),
-    SeedLead("Андрей Козлов", "+7 925 207-66-84", "partner_bankiros", 180_000, 18, "Москва",
-             "in_progress", 2.5, note="Просит перезвонить после 18:00."),
-    SeedLead("Лилия Зарипова", "+7 917 430-85-19", "site", 35_000, 6, "Казань", "in_progress",
-             2),
-    SeedLead("Максим Попов", "+7 915 662-40-73", "call_center", 70_000, 9, "Москва",
-             "in_progress", 1.5),
-    SeedLead("Юлия Васильева", "+7 926 843-57-26", "site", 45_000, 6, "Москва", "in_progress",
-             1),
-    SeedLead("Никита Семёнов", "+7 999 371-20-95", "partner_bankiros", 5_000, 3, "Москва", WON,
-             0.8),
-    SeedLead("Анастасия Голубева", "+7 905 726-31-58", "site", 110_000, 12, "Москва", "lost",
-             0.5, "unreachable"),
-    SeedLead("Роман Виноградов", "+7 916 588-03-14", "site", 20_000, 3, "Москва", ""),
-    SeedLead("Эльвира Мухаметова", "+7 987 104-67-32", "partner_bankiros", 130_000, 12,
-             "Казань", ""),
-    SeedLead("Виктор Богданов", "+7 903 249-81-65", "call_center", 75_000, 9, "Москва", ""),
-    SeedLead("Ксения Тихонова", "+7 929 635-92-07", "site", 55_000, 6, "Москва", ""),
-    SeedLead("Артём Киселёв", "+7 925 917-45-80", "partner_bankiros", 280_000, 24, "Москва", ""),
-)  # fmt: skip
-
-
+# -- leads: the recorded past (allot/cli/demo_history.py) ---------------------------------------
 async def leads_seed(session: AsyncSession, state: DemoState) -> None:
-    """Leads: loan applications of the last ten days, some worked through the pipeline."""
-    now = utcnow()
-    agents = {agent.id: agent for agent in await agent_service.list_agents(session)}
-    for number, seed in enumerate(SEED_LEADS, 1):
-        external_id = f"demo-{number:03d}"
-        if await lead_repository.lead_id_by_external_id(session, seed.source, external_id):
-            continue
-        # Replayed at the time it happened, so lists, ages and durations look lived-in.
-        clock = ManualClock(now - timedelta(hours=seed.hours_ago))
-        previous = set_clock(clock)
-        try:
-            lead = await leads.create_lead(session, seed.new_lead(external_id))
-            if seed.path:
-                await _work_through(session, lead.id, seed, clock, agents)
-        finally:
-            set_clock(previous)
-        state.created.append(f"lead {seed.name}")
-
-
-async def _work_through(
-    session: AsyncSession,
-    lead_id: uuid.UUID,
-    seed: SeedLead,
-    clock: ManualClock,
-    agents: dict[uuid.UUID, Agent],
-) -> None:
-    """The operator offered the lead accepts it, then moves it along `seed.path`."""
-    reference = f"lead:{lead_id}"
-    for agent in agents.values():
-        offer = next(
-            (o for o in await routing_service.pending_offers_of(session, agent.id)
-             if o.reference == reference),
-            None,
-        )  # fmt: skip
-        if offer is not None:
-            break
-    else:
-        return  # nobody had room for it: it waits in the queue like any other
-    viewer = Viewer(sees_all=True, agent_id=agent.id)
-    first, *later = seed.path.split(">")
-    # Answered within minutes (inside the first-response SLA); later steps spread over the
-    # lead's age (at most two days), all before now.
-    spacing = timedelta(hours=min(seed.hours_ago, 48) * 0.8 / max(len(later), 1))
-    with bound(actor=operator_actor(agent.user_id, agent.email)):
-        clock.advance(timedelta(minutes=2))
-        await routing_service.accept_offer(session, offer.id, agent.id)
-        if seed.note:
-            clock.advance(timedelta(minutes=1))
-            await lead_service.add_note(session, lead_id, seed.note, viewer)
-        for status in (first, *later):
-            reason = seed.lost_reason if status == "lost" else None
-            await lead_service.change_status(session, lead_id, status, viewer, lost_reason=reason)
-            clock.advance(spacing)
+    """Leads: loan applications of the last ten days, worked by the simulated operators."""
+    await play_history(session, state.created)
 
 
 DEMO_STEPS: list[DemoStep] = [

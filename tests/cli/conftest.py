@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -48,3 +50,29 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Invoke]:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{(tmp_path / 'var' / 'allot.sqlite3').resolve()}"
+
+
+@pytest.fixture(scope="session")
+def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite file holding the demo data, loaded once per test process by the demo's own
+    steps (its recorded history takes seconds to play); `demo_url` hands each test a copy."""
+    from allot.cli.demo import load_demo_data
+    from allot.cli.migrate import upgrade_to
+    from allot.kernel.config import Settings
+
+    directory = tmp_path_factory.mktemp("demo-template")
+    path = directory / "allot.sqlite3"
+    url = f"sqlite+aiosqlite:///{path}"
+    upgrade_to(url)
+    asyncio.run(load_demo_data(Settings(database_url=url, data_dir=directory, environment="test")))
+    return path
+
+
+@pytest.fixture
+def demo_url(demo_template: Path, sqlite_url: str, tmp_path: Path) -> str:
+    """A database holding the demo data, as `allot demo --no-serve` leaves it (a copy of the
+    session's template: the WAL was checkpointed when its last connection closed)."""
+    target = tmp_path / "var" / "allot.sqlite3"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(demo_template, target)
+    return sqlite_url

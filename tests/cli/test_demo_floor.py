@@ -19,10 +19,10 @@ from allot.cli.demo import (
     BIG_LOANS_QUEUE,
     HUMAN_OPERATOR_EMAIL,
     LOANS_QUEUE,
-    SEED_LEADS,
     SIMULATED_EMAILS,
 )
 from allot.cli.demo_floor import DemoFloor, install_floor
+from allot.cli.demo_history import history_leads
 from allot.kernel.clock import ManualClock, set_clock
 from allot.kernel.config import Settings
 from allot.kernel.db.engine import Database
@@ -50,14 +50,6 @@ def _rows(url: str, sql: str, **params: Any) -> list[Any]:
 
 
 @pytest.fixture
-def demo_url(cli: Invoke, sqlite_url: str) -> str:
-    """A database holding the demo data (loaded by the real command)."""
-    result = cli("demo", "--no-serve")
-    assert result.exit_code == 0, result.output
-    return sqlite_url
-
-
-@pytest.fixture
 def clock() -> Iterator[ManualClock]:
     # Starts now: the demo data was just written with the real clock.
     manual = ManualClock(datetime.now(UTC))
@@ -77,9 +69,10 @@ def test_demo_data_is_loaded_once_with_agents_linked_to_the_demo_users(
     assert "Demo data already present" in again.output
     assert _rows(demo_url, COUNTS) == counts
     agents, queues, members, leads, items, _, _ = counts[0]
+    now = datetime.now(UTC)
     big_loans = len([a for a in AGENTS if "big_loans" in a.skills])  # also in «Крупные займы»
     assert (agents, queues, members, leads, items) == (
-        len(AGENTS), 2, len(AGENTS) + big_loans, len(SEED_LEADS), len(SEED_LEADS)
+        len(AGENTS), 2, len(AGENTS) + big_loans, len(history_leads(now)), len(history_leads(now))
     )  # fmt: skip
     linked = _rows(
         demo_url,

@@ -11,7 +11,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from allot.app import create_app
-from allot.cli.demo import ADMIN_EMAIL, DEMO_PASSWORD, SEED_LEADS, TEAMS, USERS
+from allot.cli.demo import ADMIN_EMAIL, DEMO_PASSWORD, TEAMS, USERS
+from allot.cli.demo_history import SEED_LEADS
 from allot.kernel.config import Settings
 from tests.cli.conftest import Invoke
 

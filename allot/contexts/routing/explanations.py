@@ -48,6 +48,19 @@ async def decisions_for(session: AsyncSession, item_id: uuid.UUID) -> list[dict[
         key = uuid.UUID(agent_id)
         return {"id": key, "name": names.get(key)}
 
+    def left_out(decision: Any, snapshot: Any) -> list[dict[str, Any]]:
+        # The snapshot is read after the decision's own reservation (and a batch shares one per
+        # queue), so the agent it chose may show as full by then: whoever this decision chose or
+        # ranked was not left out of it.
+        if snapshot is None:
+            return []
+        considered = {*decision.agent_ids, *(c["agent_id"] for c in decision.candidates)}
+        return [
+            {"agent": ref(e["agent_id"]), "reasons": e["reasons"]}
+            for e in snapshot.excluded
+            if e["agent_id"] not in considered
+        ]
+
     return [
         {
             "id": decision.id,
@@ -64,10 +77,7 @@ async def decisions_for(session: AsyncSession, item_id: uuid.UUID) -> list[dict[
             "candidates": [{**c, "agent": ref(c["agent_id"])} for c in decision.candidates],
             "tie_break": decision.tie_break,
             "policy": decision.policy,
-            "excluded": [
-                {"agent": ref(e["agent_id"]), "reasons": e["reasons"]}
-                for e in (snapshot.excluded if snapshot is not None else [])
-            ],
+            "excluded": left_out(decision, snapshot),
             "excluded_truncated": bool(snapshot.truncated) if snapshot is not None else False,
             "note": decision.note,
         }
