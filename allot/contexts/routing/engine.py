@@ -26,7 +26,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from allot.contexts.routing import decision_log, escalation, events, explain, rule_catalog
 from allot.contexts.routing import queue_catalog as catalog
 from allot.contexts.routing import repository as repo
-from allot.contexts.routing.decision import get_scorer, rank
+from allot.contexts.routing.decision import get_scorer, rank, vt_step
 from allot.contexts.routing.models import WorkItem
 from allot.contexts.routing.queue_catalog import QueueRules
 from allot.kernel import timers
@@ -215,13 +215,15 @@ async def _assign_to_first(
 async def _reserve(
     session: AsyncSession,
     item: WorkItem,
+    queue: QueueRules,
     agent_id: uuid.UUID,
     at: Moment,
     kind_capped: bool | None,
     *,
     counts_as_assignment: bool,
 ) -> bool:
-    """Reserve the item's weight on the agent (I1) and mirror the agent into its queues (I4)."""
+    """Reserve the item's weight on the agent (I1) and mirror the agent into its queues (I4),
+    the agent taking a turn in `queue` (weighted round robin: decision.vt_step)."""
     state = await repo.reserve_capacity(
         session,
         agent_id=agent_id,
@@ -235,7 +237,8 @@ async def _reserve(
     )
     if state is None:
         return False
-    await repo.sync_memberships(session, state, at.today, at.month, reshuffle=True)
+    turn = (queue.id, vt_step(state.weight))
+    await repo.sync_memberships(session, state, at.today, at.month, reshuffle=True, advance=turn)
     return True
 
 
@@ -247,7 +250,9 @@ async def _assign_to(
     at: Moment,
     kind_capped: bool | None = None,
 ) -> bool:
-    if not await _reserve(session, item, agent_id, at, kind_capped, counts_as_assignment=True):
+    if not await _reserve(
+        session, item, queue, agent_id, at, kind_capped, counts_as_assignment=True
+    ):
         return False  # lost a race for this agent's last slot; the caller tries the next one
     if not await repo.claim_item(
         session, item_id=item.id, agent_id=agent_id, from_states=("waiting",), now=at.now
@@ -335,7 +340,9 @@ async def _offer_to(
     at: Moment,
     kind_capped: bool | None = None,
 ) -> uuid.UUID | None:
-    if not await _reserve(session, item, agent_id, at, kind_capped, counts_as_assignment=False):
+    if not await _reserve(
+        session, item, queue, agent_id, at, kind_capped, counts_as_assignment=False
+    ):
         return None
     offer_id = new_id()
     expires = at.now + timedelta(seconds=queue.offer_timeout_seconds)

@@ -1,5 +1,10 @@
 """Escalation: a rule's time steps, ageing and TTL acting on items nobody owns yet.
 
+A step with `relax` moves an item from its filter's derived queue (the members who satisfy the
+filter's `require`) to the base queue; the item is then routed again there (trigger
+`escalated`), like a widening step. An item no longer in a derived queue (an earlier step moved
+it) is not moved by `relax`.
+
 One durable timer per unowned item under rules (`routing.escalation`, key `esc:<item>`), due at
 the item's next step, ageing tick or TTL (rules.next_due), measured on the item's age. The
 engine schedules it whenever an item is left waiting or offered; the handler (tasks.py) applies
@@ -132,13 +137,22 @@ async def apply_due(
             target = await catalog.queue_by_name(session, step.queue)
             if target is not None:
                 queue_id = target.id
+        relaxed_to = None
+        if step.relax and queue_id is not None:
+            # The filter's `require` no longer applies: from its derived queue to the base.
+            current = await catalog.queue_rules(session, queue_id)
+            if current is not None and current.base_queue_id is not None:
+                queue_id = current.base_queue_id
+                base = await catalog.queue_rules(session, queue_id)
+                relaxed_to = base.name if base is not None else None
         if step.priority is not None:
             priority = step.priority
         if step.raise_priority:
             priority += step.raise_priority
         await publish_escalated(
             session, item, reason="step", notify=list(step.notify), step=n,
-            after_seconds=step.after_seconds, moved_to=step.queue, new_priority=priority,
+            after_seconds=step.after_seconds, moved_to=step.queue or relaxed_to,
+            new_priority=priority, relaxed=step.relax,
         )  # fmt: skip
     ticks = ageing_ticks(definition, ageing_since, age)
     if ticks and definition.ageing is not None:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from allot.contexts.routing.decision import Candidate
+from allot.contexts.routing.decision import Candidate, weighted_load
 
 EXCLUSION_REASONS = (
     "deactivated",
@@ -32,11 +32,12 @@ EXCLUSION_REASONS = (
     "not_member",
 )
 # What each strategy compares, in order (decision.sort_key); the first that differs between the
-# chosen agent and the runner-up is the decision's tie-break.
+# chosen agent and the runner-up is the decision's tie-break. `load` compares (load + 1) / weight
+# (decision.weighted_load), `virtual_time` the turns taken in the queue for the weight.
 STRATEGY_KEYS: dict[str, tuple[str, ...]] = {
     "least_loaded": ("load", "last_assigned_at", "shuffle"),
     "most_available": ("spare", "last_assigned_at", "shuffle"),
-    "round_robin": ("last_assigned_at", "shuffle"),
+    "round_robin": ("virtual_time", "last_assigned_at", "shuffle"),
     "longest_idle": ("idle_since", "last_assigned_at", "shuffle"),
     "score": ("score", "load", "last_assigned_at", "shuffle"),
 }
@@ -80,6 +81,8 @@ def candidate_facts(
             "last_assigned_at": c.last_assigned_at.isoformat(),
             "idle_since": c.idle_since.isoformat(),
             "shuffle": round(c.shuffle, 6),
+            "weight": c.weight,
+            "virtual_time": c.virtual_time,
         }
         if scores is not None and c.agent_id in scores:
             fact["score"] = scores[c.agent_id]
@@ -94,6 +97,12 @@ def tie_break(strategy: str | None, facts: Sequence[dict[str, Any]]) -> str | No
         return None
     first, second = facts[0], facts[1]
     for key in STRATEGY_KEYS.get(strategy, ()):
-        if first.get(key) != second.get(key):
+        if _compared(first, key) != _compared(second, key):
             return key
     return None
+
+
+def _compared(fact: dict[str, Any], key: str) -> Any:
+    if key == "load" and "load" in fact:  # decisions logged before weights counted have none
+        return weighted_load(fact["load"], fact.get("weight", 1.0))
+    return fact.get(key)

@@ -7,9 +7,13 @@ Invariants kept by the engine (see engine.py for where each is enforced):
   claim `state IN ('waiting','offered') -> 'assigned'`), and is in exactly one state.
 - I3 offers: an item has pending offers only while `state = 'offered'`; an agent who declined or
   let an offer time out is never offered that item again (`routing_offers` keeps the history).
-- I4 membership rows mirror their agent (`eligible`, `load`, `spare`, `last_assigned_at`,
-  `idle_since`) in the same transaction as every change to the agent, so selection is one
-  ordered index lookup per queue instead of a scan or COUNT per agent.
+- I4 membership rows mirror their agent (`eligible`, `load`, `spare`, `weight`,
+  `weighted_load`, `last_assigned_at`, `idle_since`) in the same transaction as every change to
+  the agent, so selection is one ordered index lookup per queue instead of a scan or COUNT per
+  agent. `virtual_time` / `turn_end` are the membership's own (weighted round robin,
+  decision.py): `virtual_time` grows by `decision.vt_step(weight)` with each reservation in that
+  queue and `turn_end` = `virtual_time` + `vt_step(weight)`; a member that becomes eligible again
+  starts no earlier than the queue's next member to be served (no burst on return).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import uuid
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Float, Index, Integer, String, Text, text
+from sqlalchemy import BigInteger, Boolean, Float, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from allot.kernel.clock import utcnow
@@ -120,6 +124,10 @@ class Queue(IdMixin, TimestampMixin, Base):
     reclaim_grace_seconds: Mapped[int] = mapped_column(Integer, default=300)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # A derived queue (rules.py `require`): the members of `base_queue_id` who also satisfy
+    # `require_expression`, materialised like any queue's; its other settings copy the base's.
+    base_queue_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    require_expression: Mapped[str] = mapped_column(Text, default="")
 
 
 class QueueMember(Base):
@@ -140,6 +148,13 @@ class QueueMember(Base):
     shuffle: Mapped[float] = mapped_column(Float, default=0.0)
     # The agent caps one of this queue's work kinds: reservations check routing_agent_kind_loads.
     kind_capped: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Fair-share weight (mirrored), and least_loaded's measure, (load + 1) / weight (decision.py).
+    weight: Mapped[float] = mapped_column(Float, default=1.0)
+    weighted_load: Mapped[float] = mapped_column(Float, default=0.0)
+    # Weighted round robin (decision.py): where this member's turns taken in the queue have
+    # brought it (each worth vt_step(weight)), and where its next turn ends (the order).
+    virtual_time: Mapped[int] = mapped_column(BigInteger, default=0)
+    turn_end: Mapped[int] = mapped_column(BigInteger, default=0)
 
     __table_args__ = (
         Index("ix_routing_members_agent", "agent_id"),
@@ -147,7 +162,7 @@ class QueueMember(Base):
             "ix_routing_members_least_loaded",
             "queue_id",
             "eligible",
-            "load",
+            "weighted_load",
             "last_assigned_at",
             "shuffle",
         ),
@@ -160,7 +175,12 @@ class QueueMember(Base):
             "shuffle",
         ),
         Index(
-            "ix_routing_members_round_robin", "queue_id", "eligible", "last_assigned_at", "shuffle"
+            "ix_routing_members_round_robin",
+            "queue_id",
+            "eligible",
+            "turn_end",
+            "last_assigned_at",
+            "shuffle",
         ),
         Index(
             "ix_routing_members_longest_idle",

@@ -11,10 +11,10 @@ statements per queue instead of ~8 per item:
    right now is left to it, so concurrent batches spread over the next least loaded instead of
    queueing behind each other for the same few agents;
 2. the choice, in memory, with the pure decision core's order (`decision.sort_key`): after
-   each pick the chosen agent's load, spare capacity, last assignment and tie-break draw change
-   as the database's would, so the next item sees them. An agent outside the rows read never
-   becomes the best: every agent read stays at least as good (loads only grow, and more rows
-   are read than there are items);
+   each pick the chosen agent's load, spare capacity, last assignment, tie-break draw and
+   virtual time in the queue change as the database's would, so the next item sees them. An
+   agent outside the rows read never becomes the best: every agent read stays at least as good
+   (loads and turns only grow, and more rows are read than there are items);
 3. ONE conditional UPDATE for all chosen agents, reserving for each the sum of its items'
    weights and counting their number against its quotas (I1: the WHERE clause is the check, as
    in `repository.reserve_capacity`), then one executemany of their membership mirrors (I4);
@@ -52,7 +52,7 @@ from allot.kernel.ids import new_id
 
 from . import decision_log, events, explain, rule_catalog
 from . import repository as repo
-from .decision import Candidate, sort_key, tie_draw
+from .decision import Candidate, sort_key, tie_draw, vt_step
 from .engine import BACKLOG_SWEEP_OF_AGENT, DIRECT_CANDIDATES, FIRST_RESPONSE_DUE, Moment
 from .escalation import ESCALATION
 from .models import BUSY
@@ -102,6 +102,8 @@ class _Choice:
     last_assigned_at: Any
     idle_since: Any
     shuffle: float
+    weight: float
+    virtual_time: int
 
 
 async def submit_many(
@@ -171,7 +173,7 @@ async def submit_many(
                     )  # fmt: skip
         else:
             one_by_one += unplaced  # more members than were read (heavy items): one by one
-        reserved = await _reserve(session, plan, items, at)
+        reserved = await _reserve(session, queue, plan, items, at)
         for agent_id, chosen in plan.chosen.items():
             if agent_id not in reserved:
                 one_by_one += chosen  # full, away or over quota since the read: one by one
@@ -244,7 +246,7 @@ async def _plan(
     key = sort_key(queue.strategy)
     ranked = [
         (key(c), n, _Choice(c.agent_id, c.load, c.spare, c.last_assigned_at, c.idle_since,
-                            c.shuffle))
+                            c.shuffle, c.weight, c.virtual_time))
         for n, c in enumerate(candidates)
     ]  # fmt: skip
     heapq.heapify(ranked)
@@ -273,6 +275,7 @@ async def _plan(
             # As `sync_memberships(reshuffle=True)` draws anew: for the agent's last pick of the
             # batch these are the values stored.
             best.shuffle = tie_draw(best.agent_id, best.last_assigned_at, best.load)
+            best.virtual_time += vt_step(best.weight)  # its turn in this queue, as stored
             plan.chosen.setdefault(best.agent_id, []).append(index)
             plan.last_pick[best.agent_id] = best.last_assigned_at
             if best.spare > 0:
@@ -285,12 +288,12 @@ async def _plan(
 def _candidate(choice: _Choice) -> Candidate:
     return Candidate(
         choice.agent_id, choice.load, choice.spare, choice.last_assigned_at, choice.idle_since,
-        choice.shuffle,
+        choice.shuffle, weight=choice.weight, virtual_time=choice.virtual_time,
     )  # fmt: skip
 
 
 async def _reserve(
-    session: AsyncSession, plan: _Plan, items: Sequence[NewItem], at: Moment
+    session: AsyncSession, queue: QueueRules, plan: _Plan, items: Sequence[NewItem], at: Moment
 ) -> set[uuid.UUID]:
     """Reserve every planned agent's items in one conditional UPDATE; the agents it reserved.
 
@@ -310,7 +313,11 @@ async def _reserve(
         params[f"n{n}"] = len(chosen)
     statement = _reserve_statement(len(agent_ids))
     states = (await session.execute(statement, params)).all()
-    await repo.sync_memberships_many(session, states, at.today, at.month, reshuffle=True)
+    # Each agent takes one turn in the queue per item (weighted round robin), as the plan did.
+    turns = {s.id: (queue.id, len(plan.chosen[s.id]) * vt_step(s.weight)) for s in states}
+    await repo.sync_memberships_many(
+        session, states, at.today, at.month, reshuffle=True, advance=turns
+    )
     return {state.id for state in states}
 
 

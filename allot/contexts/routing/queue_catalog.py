@@ -30,6 +30,9 @@ class QueueRules:
     first_response_seconds: int | None
     priority: int
     is_active: bool
+    # A derived queue (rules' `require`): its base queue and the agent expression it adds.
+    base_queue_id: uuid.UUID | None = None
+    require: str = ""
 
     @classmethod
     def of(cls, queue: Queue) -> QueueRules:
@@ -39,7 +42,8 @@ class QueueRules:
             offer_timeout_seconds=queue.offer_timeout_seconds,
             broadcast_size=queue.broadcast_size,
             first_response_seconds=queue.first_response_seconds, priority=queue.priority,
-            is_active=queue.is_active,
+            is_active=queue.is_active, base_queue_id=queue.base_queue_id,
+            require=queue.require_expression or "",
         )  # fmt: skip
 
 
@@ -73,15 +77,26 @@ async def active_queues(session: AsyncSession) -> tuple[QueueRules, ...]:
 async def queue_for_kind(session: AsyncSession, kind: str) -> QueueRules | None:
     """The highest-priority active queue serving `kind`: where an item goes that no rule takes."""
     for queue in await active_queues(session):
-        if kind in queue.work_kinds:
+        if kind in queue.work_kinds and queue.base_queue_id is None:
             return queue
     return None
 
 
 async def queue_by_name(session: AsyncSession, name: str) -> QueueRules | None:
-    """An active queue by name (rules name their queues, so they read well and survive export)."""
+    """An active queue by name (rules name their queues, so they read well and survive export);
+    derived queues are not named by rules (they are a queue plus a `require`)."""
     for queue in await active_queues(session):
-        if queue.name == name:
+        if queue.name == name and queue.base_queue_id is None:
+            return queue
+    return None
+
+
+async def derived_queue(
+    session: AsyncSession, base_id: uuid.UUID, require: str
+) -> QueueRules | None:
+    """The active queue of `base_id`'s members who satisfy `require` (rules.py), if set up."""
+    for queue in await active_queues(session):
+        if queue.base_queue_id == base_id and queue.require == require:
             return queue
     return None
 

@@ -1,7 +1,16 @@
-"""Queues: who belongs (expression, teams), how to choose among them, how to offer."""
+"""Queues: who belongs (expression, teams), how to choose among them, how to offer.
+
+Derived queues (rules' `require`, rules.py) are ordinary queue rows with `base_queue_id` and
+`require_expression`: their members are the base queue's who also satisfy the expression,
+materialised like any queue's, so selection and the backlog stay index lookups. They are made
+by `ensure_derived_queues` when a rule set is saved or activated, copy every other setting of
+their base, and follow it when the base is edited (settings, members, switched off). They show
+in queue lists and on the board as "<base> ⟨require⟩"; rules never name them.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any
 
@@ -14,6 +23,7 @@ from allot.contexts.routing import queue_catalog as catalog
 from allot.contexts.routing.decision import get_scorer
 from allot.contexts.routing.engine import Moment
 from allot.contexts.routing.models import Queue, QueueMember, WorkItem
+from allot.contexts.routing.rules import RuleSetDefinition
 from allot.contexts.routing.schemas import QueueCreate, QueueOut, QueueStats, QueueUpdate
 from allot.kernel.errors import Conflict, NotFound
 from allot.kernel.events import publish
@@ -45,6 +55,8 @@ async def _after_change(session: AsyncSession, queue: Queue, before: dict[str, A
         aggregate_id=queue.id,
         payload={"queue_id": str(queue.id)},
     )
+    if queue.base_queue_id is None:
+        await _follow_base(session, queue)
     # New members may have room for items already waiting here.
     member_ids = (
         await session.execute(
@@ -55,6 +67,71 @@ async def _after_change(session: AsyncSession, queue: Queue, before: dict[str, A
     ).scalars()
     for agent_id in list(member_ids):
         await engine.fill_agent(session, agent_id, at)
+
+
+# What a derived queue copies from its base.
+_FOLLOWED = (
+    "work_kinds", "member_expression", "member_teams", "strategy", "scorer", "offer_mode",
+    "offer_timeout_seconds", "broadcast_size", "auto_away_after_misses",
+    "first_response_seconds", "reclaim_grace_seconds", "priority", "is_active",
+)  # fmt: skip
+
+
+def derived_name(base: str, require: str) -> str:
+    name = f"{base} ⟨{require}⟩"
+    if len(name) <= 200:
+        return name
+    digest = hashlib.blake2b(name.encode(), digest_size=4).hexdigest()
+    return f"{name[:188]}… {digest}⟩"
+
+
+async def _derived_of(session: AsyncSession, base_id: uuid.UUID) -> list[Queue]:
+    rows = await session.execute(select(Queue).where(Queue.base_queue_id == base_id))
+    return list(rows.scalars())
+
+
+async def _follow_base(session: AsyncSession, base: Queue) -> None:
+    """A base queue changed: its derived queues take its settings and recompute members."""
+    for derived in await _derived_of(session, base.id):
+        before = QueueOut.model_validate(derived).model_dump(mode="json")
+        for name in _FOLLOWED:
+            setattr(derived, name, getattr(base, name))
+        await session.flush()
+        await _after_change(session, derived, before)
+
+
+async def ensure_derived_queues(session: AsyncSession, definition: RuleSetDefinition) -> int:
+    """Set up the derived queue of every filter with a `require` (rules.py); returns how many
+    were made. Called when a rule set is saved and when it is activated (queues may have
+    changed in between); an existing one is left as it is (it follows its base already)."""
+    made = 0
+    for rule in definition.filters:
+        require = rule.require.strip() and rule.require
+        if not require:
+            continue
+        base = await session.scalar(
+            select(Queue).where(Queue.name == rule.queue, Queue.base_queue_id.is_(None))
+        )
+        if base is None:
+            continue  # check_definition has said so already
+        existing = await session.scalar(
+            select(Queue.id).where(
+                Queue.base_queue_id == base.id, Queue.require_expression == require
+            )
+        )
+        if existing is not None:
+            continue
+        derived = Queue(
+            name=derived_name(base.name, require),
+            base_queue_id=base.id,
+            require_expression=require,
+            **{name: getattr(base, name) for name in _FOLLOWED},
+        )
+        session.add(derived)
+        await session.flush()
+        await _after_change(session, derived, None)
+        made += 1
+    return made
 
 
 async def create_queue(session: AsyncSession, body: QueueCreate) -> Queue:

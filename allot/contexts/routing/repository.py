@@ -28,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from allot.contexts.routing.decision import Candidate, tie_draw
+from allot.contexts.routing.decision import Candidate, tie_draw, vt_step, weighted_load
 from allot.contexts.routing.models import (
     BUSY,
     EPOCH,
@@ -50,12 +50,13 @@ KIND_LOADS: Table = AgentKindLoad.__table__  # type: ignore[assignment]
 # An agent who had one of these with an item is never offered that item again (I3).
 EXCLUDING_OFFER_STATUSES = ("pending", "declined", "timed_out", "reclaimed")
 
+# decision.sort_key, as index orders (models.QueueMember's indexes).
 _ORDER = {
-    "least_loaded": (MEMBERS.c.load, MEMBERS.c.last_assigned_at, MEMBERS.c.shuffle),
+    "least_loaded": (MEMBERS.c.weighted_load, MEMBERS.c.last_assigned_at, MEMBERS.c.shuffle),
     "most_available": (MEMBERS.c.spare.desc(), MEMBERS.c.last_assigned_at, MEMBERS.c.shuffle),
-    "round_robin": (MEMBERS.c.last_assigned_at, MEMBERS.c.shuffle),
+    "round_robin": (MEMBERS.c.turn_end, MEMBERS.c.last_assigned_at, MEMBERS.c.shuffle),
     "longest_idle": (MEMBERS.c.idle_since, MEMBERS.c.last_assigned_at, MEMBERS.c.shuffle),
-    "score": (MEMBERS.c.load, MEMBERS.c.last_assigned_at, MEMBERS.c.shuffle),
+    "score": (MEMBERS.c.weighted_load, MEMBERS.c.last_assigned_at, MEMBERS.c.shuffle),
 }
 
 
@@ -86,7 +87,9 @@ async def top_candidates(
             idle_since=row[4],
             shuffle=row[5],
             kind_capped=row[6],
-            attributes=row[7] if with_attributes else None,
+            weight=row[7],
+            virtual_time=row[8],
+            attributes=row[9] if with_attributes else None,
         )
         for row in rows
         if row[2] >= weight
@@ -109,6 +112,8 @@ def _candidates_statement(strategy: str, with_attributes: bool) -> Any:
         MEMBERS.c.idle_since,
         MEMBERS.c.shuffle,
         MEMBERS.c.kind_capped,
+        MEMBERS.c.weight,
+        MEMBERS.c.turn_end,
     ]
     stmt = select(*columns)
     if with_attributes:
@@ -188,6 +193,7 @@ AGENT_STATE_COLUMNS = (
     AGENTS.c.monthly_quota,
     AGENTS.c.quota_month,
     AGENTS.c.assigned_in_month,
+    AGENTS.c.weight,
 )
 
 
@@ -327,51 +333,108 @@ def quota_ok(row: Any, today: date, month: str) -> bool:
 
 
 async def sync_memberships(
-    session: AsyncSession, row: Any, today: date, month: str, *, reshuffle: bool = False
+    session: AsyncSession,
+    row: Any,
+    today: date,
+    month: str,
+    *,
+    reshuffle: bool = False,
+    advance: tuple[uuid.UUID, int] | None = None,
 ) -> None:
-    """I4: mirror the agent's state into its membership rows (same transaction)."""
-    params = _mirror(row, today, month, reshuffle)
+    """I4: mirror the agent's state into its membership rows (same transaction). `advance`
+    (queue, amount) moves the agent's virtual time in that queue: a reservation there."""
+    params = _mirror(row, today, month, reshuffle, advance)
     await session.execute(_sync_members_statement(tuple(_mirrored(reshuffle))), params)
 
 
 async def sync_memberships_many(
-    session: AsyncSession, rows: Sequence[Any], today: date, month: str, *, reshuffle: bool = False
+    session: AsyncSession,
+    rows: Sequence[Any],
+    today: date,
+    month: str,
+    *,
+    reshuffle: bool = False,
+    advance: dict[uuid.UUID, tuple[uuid.UUID, int]] | None = None,
 ) -> None:
-    """`sync_memberships` for several agents, in one executemany."""
+    """`sync_memberships` for several agents, in one executemany (`advance` by agent id)."""
     if rows:
-        params = [_mirror(row, today, month, reshuffle) for row in rows]
+        moves = advance or {}
+        params = [_mirror(row, today, month, reshuffle, moves.get(row.id)) for row in rows]
         await session.execute(_sync_members_statement(tuple(_mirrored(reshuffle))), params)
 
 
 def _mirrored(reshuffle: bool) -> list[str]:
-    columns = ["load", "spare", "eligible", "last_assigned_at", "idle_since"]
+    columns = ["load", "spare", "eligible", "last_assigned_at", "idle_since", "weight",
+               "weighted_load"]  # fmt: skip
     return [*columns, "shuffle"] if reshuffle else columns
 
 
-def _mirror(row: Any, today: date, month: str, reshuffle: bool) -> dict[str, Any]:
+def _mirror(
+    row: Any, today: date, month: str, reshuffle: bool, advance: tuple[uuid.UUID, int] | None
+) -> dict[str, Any]:
     can_take = (
         row.status == "available" and row.is_active and not row.on_leave and not row.off_shift
     )
     spare = max(row.capacity - row.load, 0)
+    weight = float(row.weight)
     values: dict[str, Any] = {
         "load": row.load,
         "spare": spare,
         "eligible": bool(can_take and spare > 0 and quota_ok(row, today, month)),
         "last_assigned_at": row.last_assigned_at or EPOCH,
         "idle_since": row.idle_since or EPOCH,
+        "weight": weight,
+        "weighted_load": weighted_load(row.load, weight),
     }
     if reshuffle:
         values["shuffle"] = tie_draw(row.id, values["last_assigned_at"], row.load)
-    return {"p_agent_id": row.id, **{f"v_{name}": value for name, value in values.items()}}
+    queue_id, amount = advance if advance is not None else (None, 0)
+    return {
+        "p_agent_id": row.id,
+        "p_queue_id": queue_id,
+        "p_advance": amount,
+        "p_turn": vt_step(weight),
+        **{f"v_{name}": value for name, value in values.items()},
+    }
 
 
 @functools.cache
 def _sync_members_statement(columns: tuple[str, ...]) -> Any:
-    return (
-        update(MEMBERS)
-        .where(MEMBERS.c.agent_id == bindparam("p_agent_id"))
-        .values({name: bindparam(f"v_{name}", type_=MEMBERS.c[name].type) for name in columns})
+    """The mirror UPDATE of one agent's membership rows, with their weighted round robin
+    position: a row that turns eligible starts no earlier than where the queue's next member to
+    be served (the lowest `turn_end` among the others eligible: one probe of
+    `ix_routing_members_round_robin`) started its turn, so time spent away, full or outside the
+    queue is not a credit of turns to take at once; the reserving queue's row then moves on by
+    `p_advance`, and `turn_end` is where the row's next turn ends (`p_turn`: its step)."""
+    others = MEMBERS.alias("others")
+    lowest = (
+        select(others.c.virtual_time)
+        .where(
+            others.c.queue_id == MEMBERS.c.queue_id,
+            others.c.eligible.is_(True),
+            others.c.agent_id != MEMBERS.c.agent_id,
+        )
+        .order_by(others.c.turn_end, others.c.virtual_time)  # ties: one answer everywhere
+        .limit(1)
+        .scalar_subquery()
     )
+    eligible: Any = bindparam("v_eligible", type_=MEMBERS.c.eligible.type)
+    returning = and_(MEMBERS.c.eligible.is_(False), eligible.is_(True))
+    start = case(
+        (and_(returning, lowest > MEMBERS.c.virtual_time), lowest), else_=MEMBERS.c.virtual_time
+    )
+    moved = case(
+        (MEMBERS.c.queue_id == bindparam("p_queue_id", type_=MEMBERS.c.queue_id.type),
+         bindparam("p_advance", type_=MEMBERS.c.virtual_time.type)),
+        else_=0,
+    )  # fmt: skip
+    values: dict[str, Any] = {
+        name: bindparam(f"v_{name}", type_=MEMBERS.c[name].type) for name in columns
+    }
+    values["eligible"] = eligible
+    values["virtual_time"] = start + moved
+    values["turn_end"] = start + moved + bindparam("p_turn", type_=MEMBERS.c.turn_end.type)
+    return update(MEMBERS).where(MEMBERS.c.agent_id == bindparam("p_agent_id")).values(values)
 
 
 async def load_agent_state(session: AsyncSession, agent_id: uuid.UUID) -> Any:

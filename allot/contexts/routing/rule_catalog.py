@@ -115,7 +115,15 @@ async def place(
             queue = await catalog.queue_by_name(session, rule.queue)
             if queue is not None:
                 own = rule.priority if rule.priority is not None else priority
-                return Placement(queue, own, chosen, index)
+                if not rule.require.strip():
+                    return Placement(queue, own, chosen, index)
+                derived = await catalog.derived_queue(session, queue.id, rule.require)
+                if derived is not None:
+                    return Placement(derived, own, chosen, index)
+                # Saving or activating the rule set sets it up; a pasted, unsaved rule set (dry
+                # run, what-if) has none yet: the item goes to the queue itself, and says so.
+                note = f"no queue yet for {rule.queue!r} with require {rule.require!r}"
+                return Placement(queue, own, chosen, index, note=note)
             default = await catalog.queue_for_kind(session, kind)
             note = f"queue {rule.queue!r} of filter {rule.name!r} is not active"
             return Placement(default, priority, chosen, None, note=note)

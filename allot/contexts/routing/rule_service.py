@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.contexts import audit
-from allot.contexts.routing import decision_log, events, explain, rule_catalog
+from allot.contexts.routing import decision_log, events, explain, queue_service, rule_catalog
 from allot.contexts.routing import queue_catalog as catalog
 from allot.contexts.routing import repository as repo
 from allot.contexts.routing.decision import get_scorer, rank
@@ -35,7 +35,9 @@ RULE_SETS = RuleSet.__table__
 
 
 async def _known_queues(session: AsyncSession) -> set[str]:
-    return {queue.name for queue in await catalog.active_queues(session)}
+    """The queues rules can name: active ones, derived queues aside (rules name their base)."""
+    queues = await catalog.active_queues(session)
+    return {queue.name for queue in queues if queue.base_queue_id is None}
 
 
 async def list_rule_sets(session: AsyncSession) -> list[RuleSet]:
@@ -70,6 +72,7 @@ async def create_rule_set(session: AsyncSession, body: RuleSetCreate) -> RuleSet
     inserted: Any = await session.execute(insert_ignoring_conflicts(session, RULE_SETS), row)
     if inserted.rowcount != 1:
         raise Conflict(detail="Another version was saved at the same moment; save again")
+    await queue_service.ensure_derived_queues(session, body.definition)
     await audit.record(
         session,
         action="routing.rule_set.created",
@@ -89,6 +92,7 @@ async def activate_rule_set(session: AsyncSession, rule_set_id: uuid.UUID) -> Ru
     definition = RuleSetDefinition.model_validate(rule_set.definition)
     # Queues may have been renamed or switched off since the version was saved.
     check_definition(definition, await _known_queues(session), field="rule_set.definition")
+    await queue_service.ensure_derived_queues(session, definition)
     previous = await session.scalar(select(RuleSet).where(RuleSet.status == "active"))
     if previous is not None and previous.id == rule_set.id:
         return rule_set
@@ -253,5 +257,7 @@ def _step_text(step: Any) -> str:
         parts.append(f"priority {step.priority}")
     if step.raise_priority:
         parts.append(f"priority +{step.raise_priority}")
+    if step.relax:
+        parts.append("relax require")
     parts += [f"notify {who}" for who in step.notify]
     return ", ".join(parts)

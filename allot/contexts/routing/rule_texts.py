@@ -185,6 +185,8 @@ def _service_error(path: str, message: str, value: Any) -> RuleError:
     unknown = _UNKNOWN_QUEUE.match(message)
     if unknown:
         return RuleError(path, _("No active queue named %(name)s", name=unknown.group(1)))
+    if message == "Nothing to relax: the filter has no require":
+        return RuleError(path, _('Nothing to relax: the filter has no "require"'))
     if message == "No work item with this reference":
         return RuleError(path, _("No work item with this reference"))
     return RuleError(path, message)
@@ -217,6 +219,8 @@ def step_text(step: Step) -> str:
         parts.append(_("set priority %(priority)s", priority=step.priority))
     if step.raise_priority:
         parts.append(_("raise priority by %(amount)s", amount=step.raise_priority))
+    if step.relax:
+        parts.append(_("relax the requirement: any member of the queue may take it"))
     for audience in step.notify:
         parts.append(_("notify the manager") if audience == "manager" else _("notify the customer"))
     return "; ".join(parts)
@@ -247,6 +251,7 @@ class FilterView:
     queue: str
     priority: int | None
     steps: list[StepView] = field(default_factory=list)
+    require: str = ""
     ttl: str | None = None
     policy: str = ""
 
@@ -263,6 +268,7 @@ def filter_view(definition: RuleSetDefinition, index: int) -> FilterView:
         steps=[StepView(duration_text(s.after_seconds), step_text(s)) for s in rule.steps],
         ttl=duration_text(ttl) if ttl is not None else None,
         policy=policy_text(rule),
+        require=rule.require,
     )
 
 

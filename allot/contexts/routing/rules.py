@@ -10,8 +10,9 @@ Semantics (TaskRouter's, see shared/reference/routing.md A1, with Allot's additi
   kind, as without rules ("default");
 - steps are measured on the item's AGE (from intake, cumulative: a step at 60 s and one at
   180 s fire at ages 60 and 180), and act only while nobody owns the item: widen to another
-  queue, set or raise its priority, tell the manager, tell the customer (an escalation event
-  each; the notifications context turns them into messages);
+  queue, relax the filter's `require` (back to the base queue: every member again), set or
+  raise its priority, tell the manager, tell the customer (an escalation event each; the
+  notifications context turns them into messages);
 - `ttl_seconds`: an item still unowned at that age ends `expired`;
 - `when_nobody_available`: what an item does when its queue has no agent who can take it right
   now — `wait` (in the queue, the default), `fallback` (to `fallback_queue` at once) or
@@ -51,11 +52,18 @@ class Step(_Strict):
     notify: list[Literal["manager", "customer"]] = Field(
         default_factory=list, description="Publish an escalation for these audiences"
     )
+    relax: bool = Field(
+        False,
+        description=(
+            "Drop the filter's `require`: the item moves from the derived queue to the filter's "
+            "queue, where every member can take it"
+        ),
+    )
 
     @model_validator(mode="after")
     def _does_something(self) -> Step:
         acts = self.queue is not None or self.priority is not None or self.raise_priority
-        if not acts and not self.notify:
+        if not acts and not self.notify and not self.relax:
             raise ValueError("A step must move, reprioritise or notify")
         return self
 
@@ -71,6 +79,14 @@ class Filter(_Strict):
         ),
     )
     queue: str = Field(min_length=1, max_length=200, description="The queue's name")
+    require: str = Field(
+        "",
+        max_length=2000,
+        description=(
+            "Only the queue's members satisfying this agent expression (e.g. "
+            "`'big_loans' in skills`) take the item, until a step relaxes it"
+        ),
+    )
     priority: int | None = Field(None, ge=0, le=1_000_000, description="Replaces the item's")
     steps: list[Step] = Field(default_factory=list, max_length=20)
     ttl_seconds: int | None = Field(None, gt=0, le=MAX_AGE_SECONDS)
@@ -123,6 +139,18 @@ def check_definition(
         message = expression_error(rule.when)
         if message is not None:
             problems.append(FieldError(f"{where}.when", message, "expression_syntax"))
+        message = expression_error(rule.require)
+        if message is not None:
+            problems.append(FieldError(f"{where}.require", message, "expression_syntax"))
+        for s, step in enumerate(rule.steps):
+            if step.relax and not rule.require.strip():
+                problems.append(
+                    FieldError(
+                        f"{where}.steps.{s}.relax",
+                        "Nothing to relax: the filter has no require",
+                        "nothing_to_relax",
+                    )
+                )
         named = [("queue", rule.queue), ("fallback_queue", rule.fallback_queue)]
         named += [(f"steps.{s}.queue", step.queue) for s, step in enumerate(rule.steps)]
         for key, name in named:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from allot.contexts.routing.decision import sort_key, tie_draw
+from allot.contexts.routing.decision import sort_key, tie_draw, vt_step
 from allot.contexts.routing.engine import DIRECT_CANDIDATES
 from allot.contexts.routing.escalation import rule_of
 from allot.contexts.routing.models import BUSY
@@ -36,6 +36,8 @@ class _Choice:
     last_assigned_at: datetime
     idle_since: datetime
     shuffle: float
+    weight: float
+    virtual_time: int
 
 
 def plan_batch(sim: Simulation, items: list[SimItem]) -> None:
@@ -68,7 +70,7 @@ def plan_batch(sim: Simulation, items: list[SimItem]) -> None:
                     sim.schedule_escalation(items[index], since=0.0)
         else:
             later += unplaced
-        reserved = _reserve(sim, plan, items)
+        reserved = _reserve(sim, queue, plan, items)
         for agent_id, chosen in plan.items():
             if agent_id not in reserved:
                 later += chosen  # full, away or over quota: one by one
@@ -95,7 +97,16 @@ def _plan(
         (
             key(c),
             n,
-            _Choice(c.agent_id, c.load, c.spare, c.last_assigned_at, c.idle_since, c.shuffle),
+            _Choice(
+                c.agent_id,
+                c.load,
+                c.spare,
+                c.last_assigned_at,
+                c.idle_since,
+                c.shuffle,
+                c.weight,
+                c.virtual_time,
+            ),
         )
         for n, c in enumerate(candidates)
     ]
@@ -120,6 +131,7 @@ def _plan(
             best.last_assigned_at = now + timedelta(microseconds=position)
             best.idle_since = BUSY
             best.shuffle = tie_draw(best.agent_id, now, best.load)
+            best.virtual_time += vt_step(best.weight)
             plan.setdefault(best.agent_id, []).append(index)
             if best.spare > 0:
                 heapq.heappush(ranked, (key(best), next(tiebreak), best))
@@ -129,7 +141,7 @@ def _plan(
 
 
 def _reserve(
-    sim: Simulation, plan: dict[uuid.UUID, list[int]], items: list[SimItem]
+    sim: Simulation, queue: QueueSpec, plan: dict[uuid.UUID, list[int]], items: list[SimItem]
 ) -> set[uuid.UUID]:
     """placement._reserve: each planned agent's items in one conditional step (I1 and the
     quotas for all of them at once), then the mirror with its final state."""
@@ -150,6 +162,6 @@ def _reserve(
         agent.load += weight
         agent.last_assigned_at, agent.idle_since = sim.now, BUSY
         sim.count_assignments(agent, count, sync=False)
-        sim.sync(agent, reshuffle=True)
+        sim.sync(agent, reshuffle=True, advance=(queue.rules.id, count * vt_step(agent.weight)))
         reserved.add(agent_id)
     return reserved

@@ -131,8 +131,10 @@ class History:
     rules_label: str = "recorded"
 
     def queue_by_name(self, name: str) -> QueueSpec | None:
+        """queue_catalog.queue_by_name: rules never name a derived queue."""
         for queue_id in self.active_queues:
-            if self.queues[queue_id].rules.name == name:
+            rules = self.queues[queue_id].rules
+            if rules.name == name and rules.base_queue_id is None:
                 return self.queues[queue_id]
         return None
 

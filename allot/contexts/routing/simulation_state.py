@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from allot.contexts.routing import membership
-from allot.contexts.routing.decision import tie_draw
+from allot.contexts.routing.decision import tie_draw, vt_step
 from allot.contexts.routing.models import BUSY, EPOCH
 from allot.contexts.routing.repository import quota_ok
 from allot.contexts.routing.rule_catalog import Rules
@@ -57,6 +57,8 @@ class SimAgent:
     kind_capped: set[uuid.UUID] = field(default_factory=set)
     eligible: bool = False  # the membership mirror's, as of its last sync (I4)
     shuffle: float = 0.0
+    vtime: dict[uuid.UUID, int] = field(default_factory=dict)  # per queue: virtual_time
+    fresh: set[uuid.UUID] = field(default_factory=set)  # rows inserted since the last sync
     holding: dict[uuid.UUID, SimItem] = field(default_factory=dict)  # assigned to it
     pending: dict[int, SimOffer] = field(default_factory=dict)  # its open offers, oldest first
 
@@ -241,12 +243,20 @@ class SimulationBase:
         for queue_id in self.h.active_queues:
             spec = self.h.queues[queue_id]
             shape = SimpleNamespace(
-                member_expression=spec.member_expression, member_teams=list(spec.member_teams)
+                member_expression=spec.member_expression,
+                member_teams=list(spec.member_teams),
+                require_expression=spec.rules.require,
             )
             if membership.is_member(shape, facts):  # type: ignore[arg-type]
                 queues.append(queue_id)
         for queue_id in agent.queues:
             self.members[queue_id].remove(agent.id)
+        # membership.refresh_agent keeps a row's virtual time (and its mirrored eligibility)
+        # in the queues it stays in; a new row starts ineligible at 0.
+        agent.vtime = {q: agent.vtime[q] for q in queues if q in agent.vtime}
+        agent.fresh = {q for q in queues if q not in agent.vtime}
+        for queue_id in agent.fresh:
+            agent.vtime[queue_id] = 0
         agent.queues = queues
         agent.kind_capped = {
             q for q in queues if set(agent.kind_caps) & set(self.h.queues[q].rules.work_kinds)
@@ -259,13 +269,53 @@ class SimulationBase:
     def _name_and_email(self, agent: SimAgent) -> dict[str, Any]:
         return {"name": agent.facts.get("name"), "email": agent.facts.get("email")}
 
-    def sync(self, agent: SimAgent, *, reshuffle: bool = False) -> None:
-        """repository.sync_memberships: the mirror selection reads (I4)."""
+    def sync(
+        self,
+        agent: SimAgent,
+        *,
+        reshuffle: bool = False,
+        advance: tuple[uuid.UUID | None, int] | None = None,
+    ) -> None:
+        """repository.sync_memberships: the mirror selection reads (I4), with the virtual time:
+        a row turning eligible starts at the lowest other eligible member of its queue; the
+        reserving queue's row (`advance`) then moves on."""
         today, month = self.day()
         spare = max(agent.capacity - agent.load, 0)
-        agent.eligible = agent.can_take_work and spare > 0 and quota_ok(agent, today, month)
+        eligible = agent.can_take_work and spare > 0 and quota_ok(agent, today, month)
+        if eligible:
+            for queue_id in agent.queues:
+                if agent.eligible and queue_id not in agent.fresh:
+                    continue
+                nearest = min(
+                    (
+                        (
+                            self.turn_end(self.agents[other], queue_id),
+                            self.agents[other].vtime[queue_id],
+                            n,
+                        )
+                        for n, other in enumerate(self.members[queue_id])
+                        if other != agent.id and self.agents[other].eligible
+                    ),
+                    default=None,
+                )
+                lowest = (
+                    None
+                    if nearest is None
+                    else self.agents[self.members[queue_id][nearest[2]]].vtime[queue_id]
+                )
+                if lowest is not None and lowest > agent.vtime[queue_id]:
+                    agent.vtime[queue_id] = lowest
+        agent.fresh.clear()
+        agent.eligible = eligible
+        if advance is not None and advance[0] in agent.vtime:
+            agent.vtime[advance[0]] += advance[1]
         if reshuffle:
             agent.shuffle = tie_draw(agent.id, agent.last_assigned_at or EPOCH, agent.load)
+
+    @staticmethod
+    def turn_end(agent: SimAgent, queue_id: uuid.UUID) -> int:
+        """The membership's `turn_end`: where its next turn ends (weighted round robin)."""
+        return agent.vtime[queue_id] + vt_step(agent.weight)
 
     def _open_items_of(self, agent: SimAgent) -> list[SimItem]:
         return sorted(agent.holding.values(), key=lambda i: i.rec.id)
@@ -291,7 +341,7 @@ class SimulationBase:
         agent.last_assigned_at, agent.idle_since = self.now, BUSY
         if counts:
             self.count_assignments(agent, 1, sync=False)
-        self.sync(agent, reshuffle=True)
+        self.sync(agent, reshuffle=True, advance=(item.queue_id, vt_step(agent.weight)))
         return True
 
     def count_assignments(self, agent: SimAgent, count: int, *, sync: bool = True) -> None:

@@ -176,6 +176,8 @@ class Simulation(SimulationBase):
                     agent.shuffle,
                     agent.attributes if with_attributes else None,
                     queue.rules.id in agent.kind_capped,
+                    agent.weight,
+                    self.turn_end(agent, queue.rules.id),
                 )
             )
         strategy = queue.rules.strategy
@@ -439,6 +441,9 @@ class Simulation(SimulationBase):
             step = rule.steps[n]
             target = self.h.queue_by_name(step.queue) if step.queue is not None else None
             queue_id = target.rules.id if target is not None else queue_id
+            current = self.h.queues.get(queue_id) if queue_id is not None else None
+            if step.relax and current is not None and current.rules.base_queue_id is not None:
+                queue_id = current.rules.base_queue_id  # escalation.apply_due
             priority = step.priority if step.priority is not None else priority
             priority += step.raise_priority or 0
         ticks = ageing_ticks(definition, since, age)

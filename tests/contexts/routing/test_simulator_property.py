@@ -1,6 +1,7 @@
 """Any history the real engine makes replays to the same owners: random scenarios (strategies,
 offer and broadcast queues, rules with a fallback, steps, ageing and a TTL, quotas, per-kind
-caps, weights, batches, first-response deadlines, answers, completions, cancellations,
+caps, random weights (weighted strategies), a `require` relaxed by a step, batches,
+first-response deadlines, answers, completions, cancellations,
 availability flips and capacity edits), each replayed over three periods."""
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ async def random_history(world: World, rnd: random.Random) -> float:
             fields["daily_quota"] = rnd.randint(1, 3)
         if rnd.random() < 0.2:
             fields["capacity_by_kind"] = {"lead": 1}
+        fields["weight"] = rnd.choice([1, 1, 2, 3, 0.5])
         await world.agent(**fields)
     policy = rnd.choice(["wait", "fallback", "escalate"])
     rest = {"name": "rest", "when": "", "queue": "Loans", "when_nobody_available": policy}
@@ -67,7 +69,9 @@ async def random_history(world: World, rnd: random.Random) -> float:
     await world.rules({
         "filters": [
             {"name": "big", "when": "amount >= 1000", "queue": "Big",
-             "steps": [{"after_seconds": 100, "queue": "Team"}], "ttl_seconds": 300},
+             "require": "'loans' in skills",
+             "steps": [{"after_seconds": 60, "relax": True},
+                       {"after_seconds": 100, "queue": "Team"}], "ttl_seconds": 300},
             rest,
         ],
         "ageing": {"every_seconds": 30, "raise_by": 1, "up_to": 4},
@@ -110,7 +114,9 @@ async def _step(world: World, rnd: random.Random) -> None:
         agent = rnd.choice(world.agents)
         async with db.reader() as session:
             load = (await session.get(type(agent), agent.id)).load
-        await world.update(agent, capacity=rnd.randint(max(load, 1), 4))
+        await world.update(
+            agent, capacity=rnd.randint(max(load, 1), 4), weight=rnd.choice([1, 2, 3])
+        )
     else:
         open_items = await _references(db, "waiting", "offered", "assigned")
         if open_items:
