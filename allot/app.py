@@ -21,8 +21,8 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.telemetry import TelemetryConfig
 
 from allot import __version__
+from allot.kernel import runtime
 from allot.kernel.config import Settings, get_settings
-from allot.kernel.db.checkpoint import WalCheckpointer
 from allot.kernel.db.engine import Database
 from allot.kernel.events.dispatcher import Dispatcher
 from allot.kernel.logging import configure_logging
@@ -128,26 +128,22 @@ def create_app(
         read_pool_size=settings.sqlite_read_pool_size,
     )
     background = settings.run_background_workers if run_background is None else run_background
-    dispatcher = Dispatcher(database)
-    timers = TimerRunner(database)
-    checkpointer = WalCheckpointer(database) if database.is_sqlite else None
+    # The all-in-one role's background services (kernel/runtime.py): in-process dispatch and
+    # timers, or relay + broker worker + timers in broker mode; none for `allot api`.
+    services = runtime.compose("serve", database, settings) if background else None
+    dispatcher = (services and services.get("dispatcher")) or Dispatcher(database)
+    timers = (services and services.get("timers")) or TimerRunner(database)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settle_garbage_collector()
-        if background:
-            dispatcher.start()
-            timers.start()
-            if checkpointer is not None:
-                await checkpointer.start()
+        if services is not None:
+            await services.start()
         try:
             yield
         finally:
-            if background:
-                await dispatcher.stop()
-                await timers.stop()
-                if checkpointer is not None:
-                    await checkpointer.stop()
+            if services is not None:
+                await services.stop()
             await database.dispose()
 
     app = FastAPI(
@@ -216,4 +212,13 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def create_api_app() -> FastAPI:
+    """`allot api`: HTTP only; events and timers run in their own processes (kernel/runtime.py)."""
+    app = create_app(run_background=False)
+    # This process never talks to the broker (requests write the outbox; the relay publishes
+    # it), so a broker outage must not take every API replica out of service.
+    app.state.readiness_probes.pop("broker", None)
     return app

@@ -57,6 +57,7 @@ async def run(args: argparse.Namespace) -> None:
         database_url=database.url,
         run_background_workers=False,
         log_level="WARNING",
+        api_rate_limit="",  # one token pushes every lead: not a client to throttle here
     )
     app = create_app(settings, database, run_background=False)
     token = await prepare(database)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from allot.cli import check, demo, leads, migrate, routing, serve, users
+from allot.cli import check, demo, events, leads, migrate, roles, routing, serve, users
 
 app = typer.Typer(
     name="allot",
@@ -15,6 +15,10 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.command()(serve.serve)
+app.command()(roles.api)
+app.command()(roles.worker)
+app.command()(roles.relay)
+app.command()(roles.timers)
 app.command()(demo.demo)
 app.command()(check.check)
 app.add_typer(migrate.app, name="migrate")
@@ -22,6 +26,7 @@ app.add_typer(users.users_app, name="users")
 app.add_typer(leads.leads_app, name="leads")
 app.add_typer(routing.routing_app, name="routing")
 app.add_typer(users.tokens_app, name="tokens")
+app.add_typer(events.events_app, name="events")
 
 
 def main() -> None:

@@ -7,7 +7,9 @@ migrating is an operator's decision); otherwise a schema that is behind refuses 
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -48,7 +50,11 @@ def prepare_schema(url: str, *, migrate_postgres: bool) -> None:
         console.print(f"Database schema upgraded from {state.current} to {state.head}.")
 
 
-def run_server(*, host: str, port: int, reload: bool, migrate: bool, workers: int = 1) -> None:
+def run_server(
+    *, host: str, port: int, reload: bool, migrate: bool, workers: int = 1, background: bool = True
+) -> None:
+    """Serve HTTP; with `background`, each process also runs the all-in-one role's background
+    services (`allot serve`), else none (`allot api`, see allot/kernel/runtime.py)."""
     settings = load_settings()
     is_sqlite = make_url(settings.resolved_database_url).get_backend_name() == "sqlite"
     with user_errors():
@@ -57,10 +63,21 @@ def run_server(*, host: str, port: int, reload: bool, migrate: bool, workers: in
                 "--workers needs PostgreSQL (SQLite has one writer, so one process serves it "
                 "best) and cannot be combined with --reload"
             )
+        if workers > 1 and background and settings.broker_url:
+            fail(
+                "`allot serve --workers N` in broker mode would run N outbox relays, and events "
+                "keep their order per client through one: run `allot api --workers N` with one "
+                "`allot relay`, and `allot worker` and `allot timers` beside them"
+            )
         prepare_schema(settings.resolved_database_url, migrate_postgres=migrate)
     console.print(f"Allot is serving on http://{host}:{port}/ (Ctrl+C stops it).")
+    # uvicorn drains on SIGTERM, then raises the signal again for the handler it found: by
+    # default that kills the process (exit 143), and an orderly stop would look like a crash to
+    # a supervisor (compose `restart: on-failure`, exit-code alerts). Found this handler, it
+    # exits 0; before uvicorn takes the signal over, it stops the start-up the same way.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
-        "allot.app:create_app",
+        "allot.app:create_app" if background else "allot.app:create_api_app",
         factory=True,
         host=host,
         port=port,
@@ -74,10 +91,15 @@ def run_server(*, host: str, port: int, reload: bool, migrate: bool, workers: in
         # uvicorn's defaults when installed, as uvicorn[standard] does.
         access_log=False,
         proxy_headers=True,
-        # Each worker is a whole Allot process (API, dispatcher, timers); outbox claims and
-        # timer firing are conditional, so workers share the work without doing it twice.
+        # Under `allot serve` each worker is a whole Allot process (API, dispatcher or broker
+        # worker, timers); outbox claims and timer firing are conditional, so workers share the
+        # work without doing it twice.
         workers=workers if workers > 1 else None,
     )
+
+
+def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def serve(

@@ -50,9 +50,57 @@ class Settings(BaseSettings):
         default=180, description="An agent with no heartbeat for this long goes offline"
     )
     broker_url: str = Field(default="", description="AMQP URL; empty means in-process events")
+    # Broker mode (docs/event-bus.md): every exchange and queue name starts with the namespace.
+    broker_namespace: str = Field(default="allot", description="Prefix of exchanges and queues")
+    broker_quorum_queues: bool = Field(
+        default=True, description="Quorum queues (replicated); False: classic queues"
+    )
+    broker_prefetch: int = Field(default=256, description="Unacked messages per worker queue")
+    broker_batch_size: int = Field(default=128, description="Messages a worker applies at once")
+    broker_concurrency: int = Field(
+        default=2, description="Batches a worker applies at once per unordered queue"
+    )
+    broker_relay_batch_size: int = Field(
+        default=500, description="Outbox rows the relay publishes per round (one confirm wait)"
+    )
+    broker_relay_poll_seconds: float = Field(
+        default=0.05,
+        description="How often the relay looks for events committed by other processes",
+    )
+    broker_max_attempts: int = Field(
+        default=5, description="Tries of a message per consumer before it is dead-lettered"
+    )
+    broker_retry_base_seconds: float = Field(
+        default=1.0, description="First retry waits up to this long; doubles each attempt"
+    )
+    broker_partitions: int = Field(
+        default=8, description="Partition queues of each ordered consumer group"
+    )
+    broker_ordered_groups: str = Field(
+        default="leads,customers",
+        description="Consumer groups handled in order per key (comma-separated)",
+    )
     redis_url: str = Field(default="", description="Redis URL; empty means in-memory equivalents")
+    redis_namespace: str = Field(
+        default="allot", description="Prefix of every Redis key and channel (docs/redis.md)"
+    )
+    redis_timeout_seconds: float = Field(
+        default=0.25, description="Socket timeout of Redis calls on a request's path"
+    )
+    api_rate_limit: str = Field(
+        default="6000/minute",
+        description="Per user (token or session) on /api/v1; e.g. 100/second; empty or 0: off",
+    )
+    api_anonymous_rate_limit: str = Field(
+        default="600/minute", description="Per client IP for /api/v1 calls without credentials"
+    )
     run_background_workers: bool = Field(
         default=True, description="Run the event dispatcher and timers inside the web process"
+    )
+    heartbeat_file: str = Field(
+        default="",
+        description="worker, relay and timers touch this file every few seconds while running "
+        "(a liveness probe checks its age); empty: none",
     )
 
     @property

@@ -4,12 +4,19 @@ in-memory one when the app runs in several processes.
 Callers decide what counts as an attempt: `retry_after` asks whether a key is currently blocked
 (without counting), `hit` records one attempt, `reset` forgets a key (e.g. after a good login).
 Time comes from the kernel clock, so tests move a ManualClock instead of sleeping.
+
+Two shapes of limit live here. `RateLimiter` counts attempts in a sliding window (sign-in: a
+handful of failures per several minutes, exact). `RequestLimiter` throttles request rates on
+every API call (thousands per minute, where the cost per request matters more than the shape of
+the window). Their Redis implementations, shared by all processes, are in `ratelimit_redis`;
+`login_limiter` / `request_limiter` there choose by `settings.redis_url`.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import dataclass
 from typing import Protocol
 
 from allot.kernel.clock import utcnow
@@ -80,3 +87,85 @@ class InMemoryRateLimiter:
 
     def tracked_keys(self) -> int:
         return len(self._hits)
+
+
+# -- request rates (the API limit) -----------------------------------------------------------
+_UNITS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """`limit` requests per `window_seconds`; a burst of `limit` is allowed, then one request
+    per `interval` (the window spread evenly)."""
+
+    limit: int
+    window_seconds: float
+
+    @property
+    def interval(self) -> float:
+        return self.window_seconds / self.limit
+
+    @classmethod
+    def parse(cls, text: str) -> Rate | None:
+        """ "6000/minute", "100/second", "50000/hour"; empty or "0" (or 0/anything): no limit."""
+        text = text.strip().lower()
+        if text in ("", "0", "off"):
+            return None
+        count, _, unit = text.partition("/")
+        try:
+            limit = int(count)
+        except ValueError:
+            raise ValueError(f"Not a rate: {text!r} (e.g. 6000/minute)") from None
+        window = _UNITS.get(unit.strip().removesuffix("s") or "second")
+        if window is None or limit < 0:
+            raise ValueError(f"Not a rate: {text!r} (units: {', '.join(_UNITS)})")
+        return cls(limit, window) if limit else None
+
+
+class RequestLimiter(Protocol):
+    async def acquire(self, key: str, rate: Rate) -> float | None:
+        """Count one request of `key`: None if it may go ahead, else the seconds until one may
+        (a refused request is not counted)."""
+        ...
+
+
+class InMemoryRequestLimiter:
+    """GCRA (the "generic cell rate algorithm", a leaky bucket kept as one number per key): each
+    key stores the theoretical arrival time `tat` of its next request; a request is allowed while
+    `tat` is at most one window ahead of now. O(1) time and one float per key, so it can sit on
+    every API request (about a microsecond; see docs/redis.md for the figures).
+
+    No lock: nothing awaits between reading and writing a key's time."""
+
+    SWEEP_EVERY = 10_000  # keys whose time has passed hold nothing: drop them now and then
+
+    def __init__(self) -> None:
+        self._tat: dict[str, float] = {}
+        self._since_sweep = 0
+
+    async def acquire(self, key: str, rate: Rate) -> float | None:
+        return self.acquire_now(key, rate, utcnow().timestamp())
+
+    def acquire_now(self, key: str, rate: Rate, now: float) -> float | None:
+        tat = self._tat.get(key, now)
+        if tat < now:
+            tat = now
+        new_tat = tat + rate.interval
+        allowed_at = new_tat - rate.window_seconds
+        if now < allowed_at:
+            return allowed_at - now
+        self._tat[key] = new_tat
+        self._since_sweep += 1
+        if self._since_sweep >= self.SWEEP_EVERY:
+            self._since_sweep = 0
+            for stale in [k for k, t in self._tat.items() if t <= now]:
+                del self._tat[stale]
+        return None
+
+    def tracked_keys(self) -> int:
+        return len(self._tat)
+
+
+def retry_after_header(seconds: float) -> int:
+    """Whole seconds for `Retry-After`, never 0 (a client told 0 retries at once, and fails)."""
+    return max(1, math.ceil(seconds))

@@ -16,7 +16,9 @@ from allot.kernel.auth import Principal
 from allot.kernel.context import current_request_id
 from allot.kernel.errors import Unauthorized
 from allot.kernel.i18n import N_, locale_var
-from allot.kernel.ratelimit import InMemoryRateLimiter
+from allot.kernel.ratelimit_redis import login_limiter
+from allot.kernel.redis import app_client
+from allot.kernel.web.api_limit import api_rate_limit
 from allot.kernel.web.csrf import csrf_token
 from allot.kernel.web.flash import FlashReader
 from allot.kernel.web.nav import NavItem, nav_items, register_nav
@@ -106,12 +108,15 @@ async def redirect_to_sign_in(request: Request, exc: Exception) -> Response:
 def install_web(app: FastAPI) -> None:
     settings = app.state.settings
     app.state.authenticator = authenticate
-    app.state.login_limiter = InMemoryRateLimiter()
+    redis = app_client(app)  # None without redis_url: the in-memory limiters serve
+    app.state.login_limiter = login_limiter(settings, redis)
     app.state.template_processors.append(template_values)
     app.add_exception_handler(Unauthorized, redirect_to_sign_in)
     # Innermost, so the request id and body limit apply first; one layer does, in order:
     # who is calling -> which language -> is the form genuine -> flash cookie bookkeeping.
     app.user_middleware.append(Middleware(ShellMiddleware, default_locale=settings.default_locale))
+    # Inside the shell, which has resolved the caller the API limit is counted for.
+    app.user_middleware.append(api_rate_limit(settings, redis))
     register_nav(NavItem(key="home", label=N_("Home"), href="/", order=0))
     register_nav(
         NavItem(

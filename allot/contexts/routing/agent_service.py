@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from allot.contexts import audit, identity
 from allot.contexts.routing import engine, events, membership
@@ -30,9 +31,11 @@ from allot.kernel.db.deferred import defer_insert
 from allot.kernel.errors import Conflict, NotFound, ValidationFailed
 from allot.kernel.events import publish
 from allot.kernel.ids import new_id
+from allot.kernel.presence import PresenceUnavailable, presence_store
 
 RECLAIM_AFTER_OFFLINE = "routing.reclaim"
 PRESENCE_CHECK = "routing.presence_check"
+PRESENCE_GROUP = "agents"  # the presence store's group of agent ids
 SHIFT_CHANGE = "routing.shift_change"
 LEAVE_CHANGE = "routing.leave_change"
 
@@ -293,13 +296,56 @@ async def set_status(
 
 
 async def heartbeat(session: AsyncSession, agent_id: uuid.UUID) -> Agent:
-    """The agent's UI is alive; without one for the presence grace, the agent goes offline."""
+    """The agent's UI is alive; without one for the presence grace, the agent goes offline.
+
+    With Redis (`kernel.presence`) the beat goes there and the database is not written: the
+    presence timer, armed when the agent came online or on its first beat, reads the beat when
+    it fires (`check_presence`). The row's `last_heartbeat_at` then lags by up to the grace.
+    Without Redis, or while it is down, the beat is written to the row and re-arms the timer."""
     agent = await get_agent(session, agent_id)
     at = Moment.read()
-    agent.last_heartbeat_at = at.now
-    if agent.status != "offline":
+    first = await presence_store().beat(PRESENCE_GROUP, str(agent.id), at.now)
+    if first is None:  # the database is the store
+        agent.last_heartbeat_at = at.now
+        if agent.status != "offline":
+            await _schedule_presence_check(session, agent, at)
+        return agent
+    set_committed_value(agent, "last_heartbeat_at", at.now)  # answered, not written
+    if first and agent.status != "offline":
         await _schedule_presence_check(session, agent, at)
     return agent
+
+
+async def check_presence(
+    session: AsyncSession, agent_id: uuid.UUID, payload: dict[str, Any]
+) -> None:
+    """The presence timer fired: the agent goes offline unless it beat within the grace.
+
+    Without Redis, a beat re-arms the timer, so firing means none came (the row's time is then
+    at least a grace old). With Redis, the latest beat is read from there: a recent one moves
+    the timer to that beat + grace (and the row's time with it, one write per grace instead of
+    one per beat). If Redis cannot be read, nobody is put offline on that account: the check
+    waits one more grace, during which beats fall back to the row, then decides from the row."""
+    agent = await session.get(Agent, agent_id)
+    if agent is None or agent.status == "offline":
+        return
+    at = Moment.read()
+    grace = timedelta(seconds=get_settings().presence_grace_seconds)
+    store = presence_store()
+    try:
+        beat = await store.last_beat(PRESENCE_GROUP, str(agent.id))
+    except PresenceUnavailable:
+        if not payload.get("unverified"):
+            await _schedule_presence_check(session, agent, at, unverified=True)
+            return
+        beat = None
+    last = max((t for t in (beat, agent.last_heartbeat_at) if t is not None), default=None)
+    if last is not None and last + grace > at.now:
+        agent.last_heartbeat_at = last
+        await _schedule_presence_check(session, agent, Moment(last, at.today, at.month))
+        return
+    await set_status(session, agent.id, "offline", reason="presence_lost")
+    await store.forget(PRESENCE_GROUP, str(agent.id))
 
 
 async def add_leave(session: AsyncSession, agent_id: uuid.UUID, body: LeaveCreate) -> AgentLeave:
@@ -395,13 +441,18 @@ async def _reclaim_grace(session: AsyncSession, agent_id: uuid.UUID) -> int:
     return int(grace if grace is not None else 300)
 
 
-async def _schedule_presence_check(session: AsyncSession, agent: Agent, at: Moment) -> None:
+async def _schedule_presence_check(
+    session: AsyncSession, agent: Agent, at: Moment, *, unverified: bool = False
+) -> None:
     grace = get_settings().presence_grace_seconds
+    payload: dict[str, Any] = {"agent_id": str(agent.id)}
+    if unverified:  # the last check could not read the presence store
+        payload["unverified"] = True
     await timers.schedule(
         session,
         PRESENCE_CHECK,
         at.now + timedelta(seconds=grace),
-        {"agent_id": str(agent.id)},
+        payload,
         key=f"presence:{agent.id}",
     )
 

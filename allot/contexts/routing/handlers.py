@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.contexts.routing import agent_service
+from allot.contexts.routing import live as _live  # noqa: F401 (registers routing.live_updates)
 from allot.contexts.routing.models import Agent
 from allot.contexts.routing.schemas import AgentUpdate
 from allot.kernel.events import Event, subscribe

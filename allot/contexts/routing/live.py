@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allot.contexts.routing import events
 from allot.contexts.routing.models import Offer, WorkItem
 from allot.kernel.events import Event, subscribe
-from allot.kernel.web.live import Hub, install_live
+from allot.kernel.web.live import Hub, install_live, process_hub
 
 BOARD_TOPIC = "board"
 INBOX_EVENT = "inbox"
@@ -68,8 +68,8 @@ async def agents_concerned(session: AsyncSession, event: Event) -> set[uuid.UUID
 @subscribe("routing.live_updates", *events.ALL, durable=False)
 async def publish_live_updates(session: AsyncSession, event: Event) -> None:
     """Tell open inboxes and boards that something they show changed."""
-    hub = _hub
-    if hub is None:  # no web app in this process (a worker): nobody to tell
+    hub = process_hub() or _hub  # a worker has a Redis hub (kernel/runtime.py), an app its own
+    if hub is None:  # no web app and no Redis in this process: nobody to tell
         return
     for agent_id in sorted(await agents_concerned(session, event)):
         hub.publish(agent_topic(agent_id), INBOX_EVENT, event.type)

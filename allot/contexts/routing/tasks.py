@@ -71,11 +71,7 @@ async def reclaim(session: AsyncSession, timer: Timer) -> None:
 
 @timer_handler(agent_service.PRESENCE_CHECK)
 async def presence_check(session: AsyncSession, timer: Timer) -> None:
-    agent = await session.get(Agent, uuid.UUID(timer.payload["agent_id"]))
-    if agent is None or agent.status == "offline":
-        return
-    # A newer heartbeat reschedules this timer (same key), so firing means none came in time.
-    await agent_service.set_status(session, agent.id, "offline", reason="presence_lost")
+    await agent_service.check_presence(session, uuid.UUID(timer.payload["agent_id"]), timer.payload)
 
 
 @timer_handler(agent_service.SHIFT_CHANGE)

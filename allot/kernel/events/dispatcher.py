@@ -100,30 +100,7 @@ class Dispatcher:
         raise RuntimeError("Outbox did not drain: handlers keep producing events")
 
     async def _claim(self) -> list[Event]:
-        """Lease the next due events to this dispatcher: one UPDATE ... RETURNING."""
-        now = utcnow()
-        due = (
-            select(OutboxEvent.id)
-            .where(
-                OutboxEvent.status == "pending",
-                OutboxEvent.next_attempt_at <= now,
-                or_(OutboxEvent.claimed_until.is_(None), OutboxEvent.claimed_until < now),
-            )
-            .order_by(OutboxEvent.created_at, OutboxEvent.id)
-            .limit(self.batch_size)
-        )
-        if not self.database.is_sqlite:
-            due = due.with_for_update(skip_locked=True)  # another dispatcher's claim is skipped
-        claim = (
-            update(OUTBOX_TABLE)
-            .where(OUTBOX_TABLE.c.id.in_(due.scalar_subquery()))
-            .values(claimed_until=now + timedelta(seconds=CLAIM_SECONDS))
-            .returning(*OUTBOX_TABLE.c)
-        )
-        async with self.database.transaction() as session:
-            rows = (await session.execute(claim)).all()
-        # RETURNING comes in no particular order: consumers get the outbox order.
-        return [Event.from_row(row) for row in sorted(rows, key=lambda r: (r.created_at, r.id))]
+        return await claim_due(self.database, self.batch_size)
 
     async def dispatch_batch(self) -> int:
         events = await self._claim()
@@ -134,15 +111,10 @@ class Dispatcher:
             await self._deliver(consumer, its_events, failures)
         delivered = [event.id for event in events if event.id not in failures]
         if delivered:
-            # One UPDATE for the batch. Should the process die before it, the claim runs out and
-            # the events are dispatched again: durable consumers skip them (inbox), the others
-            # are harmless to repeat by definition.
-            async with self.database.transaction() as session:
-                await session.execute(
-                    update(OutboxEvent)
-                    .where(OutboxEvent.id.in_(delivered))
-                    .values(status="dispatched", dispatched_at=utcnow(), claimed_until=None)
-                )
+            # Should the process die before this, the claim runs out and the events are
+            # dispatched again: durable consumers skip them (inbox), the others are harmless to
+            # repeat by definition.
+            await mark_dispatched(self.database, delivered)
         for event in events:
             if event.id in failures:
                 await self._reschedule(event, failures[event.id])
@@ -238,6 +210,51 @@ async def _not_yet_applied(
         rows = [{"consumer": consumer, "message_id": e.id, "received_at": now} for e in fresh]
         await session.execute(insert(INBOX_TABLE), rows)
     return fresh
+
+
+async def claim_due(database: Database, batch_size: int) -> list[Event]:
+    """Lease the next due outbox events to the caller (the Dispatcher, or the broker relay): one
+    UPDATE ... RETURNING; on PostgreSQL rows another claimer holds are skipped (SKIP LOCKED).
+    The lease runs out after CLAIM_SECONDS, so the events of a claimer that died are taken by
+    the next. Returned in outbox order.
+
+    Rows are chosen by due time (`next_attempt_at`, then id): the partial index on pending rows
+    gives them in that order, so a claim costs the same with a backlog of 100,000 rows (a sort
+    by `created_at` read every pending row: 60 ms at 60,000). An event never retried is due
+    when it was written, so fresh events are taken in the order they were written."""
+    now = utcnow()
+    due = (
+        select(OutboxEvent.id)
+        .where(
+            OutboxEvent.status == "pending",
+            OutboxEvent.next_attempt_at <= now,
+            or_(OutboxEvent.claimed_until.is_(None), OutboxEvent.claimed_until < now),
+        )
+        .order_by(OutboxEvent.next_attempt_at, OutboxEvent.id)
+        .limit(batch_size)
+    )
+    if not database.is_sqlite:
+        due = due.with_for_update(skip_locked=True)  # another claimer's rows are skipped
+    claim = (
+        update(OUTBOX_TABLE)
+        .where(OUTBOX_TABLE.c.id.in_(due.scalar_subquery()))
+        .values(claimed_until=now + timedelta(seconds=CLAIM_SECONDS))
+        .returning(*OUTBOX_TABLE.c)
+    )
+    async with database.transaction() as session:
+        rows = (await session.execute(claim)).all()
+    # RETURNING comes in no particular order: consumers get the outbox order.
+    return [Event.from_row(row) for row in sorted(rows, key=lambda r: (r.created_at, r.id))]
+
+
+async def mark_dispatched(database: Database, event_ids: list[Any]) -> None:
+    """Mark claimed events dispatched: one UPDATE for the batch."""
+    async with database.transaction() as session:
+        await session.execute(
+            update(OutboxEvent)
+            .where(OutboxEvent.id.in_(event_ids))
+            .values(status="dispatched", dispatched_at=utcnow(), claimed_until=None)
+        )
 
 
 async def pending_count(session: AsyncSession) -> int:

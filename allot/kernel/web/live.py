@@ -11,10 +11,10 @@ and when a slow subscriber's queue is full its oldest message is dropped and it 
 `publish` must be called on the event loop's thread (event handlers and endpoints are).
 
 Scaling out (issue 5: updates must reach users connected to any API replica): `LiveHub` reaches
-the browsers connected to THIS process. A Redis-backed hub replaces it behind the same `Hub`
-interface (`publish`, `subscribe`, `close`): its `publish` sends to a Redis channel per topic, and
-one listener task per process hands what arrives to `deliver`, the local fan-out below. Callers
-and SSE endpoints don't change.
+the browsers connected to THIS process. With `redis_url` set, `install_live` makes a `RedisHub`
+(`live_redis.py`) instead, behind the same `Hub` interface (`publish`, `subscribe`, `close`): its
+`publish` also sends to one Redis channel, and one listener task per process hands what other
+processes sent to `deliver`, the local fan-out below. Callers and SSE endpoints don't change.
 """
 
 from __future__ import annotations
@@ -282,14 +282,38 @@ def install_live(app: FastAPI, hub: LiveHub | None = None) -> LiveHub:
     existing: LiveHub | None = getattr(app.state, "live", None)
     if existing is not None:
         return existing
-    live = hub or LiveHub()
+    live = hub or _configured_hub(getattr(app.state, "settings", None))
     app.state.live = live
     _close_with_app(app, live)
     return live
 
 
+def _configured_hub(settings: Any) -> LiveHub:
+    """Through Redis when `redis_url` is set (updates reach every replica), else in-process."""
+    if settings is None or not settings.redis_url:
+        return LiveHub()
+    from allot.kernel.web.live_redis import RedisHub
+
+    return RedisHub(settings.redis_url, settings.redis_namespace)
+
+
 def get_hub(app: Any) -> LiveHub:
     return install_live(app)
+
+
+# The hub of a process that serves no pages (`allot worker` in broker mode runs the live-update
+# consumers): set by the runtime to a Redis hub, so what those consumers publish reaches the
+# browsers connected to any API replica. None in a process with a web app (it has its own).
+_process_hub: LiveHub | None = None
+
+
+def process_hub() -> LiveHub | None:
+    return _process_hub
+
+
+def set_process_hub(hub: LiveHub | None) -> None:
+    global _process_hub
+    _process_hub = hub
 
 
 def _close_with_app(app: FastAPI, hub: LiveHub) -> None:
@@ -305,6 +329,9 @@ def _close_with_app(app: FastAPI, hub: LiveHub) -> None:
     @contextlib.asynccontextmanager
     async def lifespan(asgi_app: Any) -> AsyncIterator[Any]:
         restore = close_on_signals(hub, asyncio.get_running_loop())
+        start = getattr(hub, "start", None)
+        if start is not None:  # RedisHub: its listener runs while the app does
+            start()
         try:
             async with original(asgi_app) as state:
                 yield state
