@@ -17,11 +17,12 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Integer, Table, bindparam, or_, select
+from sqlalchemy import Integer, Table, bindparam, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.contexts.routing.explain import exclusion_reasons
 from allot.contexts.routing.models import Decision, PoolSnapshot
+from allot.contexts.routing.queue_catalog import queue_rules
 from allot.contexts.routing.repository import (
     AGENT_STATE_COLUMNS,
     AGENTS,
@@ -55,6 +56,26 @@ def _excluded_statement(heavy: bool) -> Any:
 
 
 @functools.cache
+def _lacking_requirement_statement() -> Any:
+    # A derived queue (a rule's `require`) holds its base queue's members who meet the
+    # requirement: the others are left out for it ("skill"). Read through the base queue's
+    # membership prefix, bounded like the rest of the snapshot.
+    derived = MEMBERS.alias("derived")
+    return (
+        select(MEMBERS.c.agent_id)
+        .where(
+            MEMBERS.c.queue_id == bindparam("p_base_id"),
+            ~exists().where(
+                derived.c.queue_id == bindparam("p_queue_id"),
+                derived.c.agent_id == MEMBERS.c.agent_id,
+            ),
+        )
+        .order_by(MEMBERS.c.agent_id)
+        .limit(bindparam("p_limit", SNAPSHOT_LIMIT + 1, literal_execute=True))
+    )
+
+
+@functools.cache
 def _declined_statement() -> Any:
     return select(OFFERS.c.agent_id).where(
         OFFERS.c.item_id == bindparam("p_item_id"),
@@ -73,20 +94,34 @@ async def excluded_members(
 ) -> tuple[dict[uuid.UUID, list[str]], bool]:
     """Who in the queue cannot take the item and why, and whether there were more than
     SNAPSHOT_LIMIT. `item_id` is given for an item routed before (agents who declined it are
-    left out); `busy` lists agents another transaction was placing work with (placement.py)."""
+    left out); `busy` lists agents another transaction was placing work with (placement.py).
+    In a derived queue, the base queue's members who do not meet its requirement are left out
+    as `not_member`."""
     params = {"p_queue_id": queue_id, "p_weight": weight}
     rows = (await session.execute(_excluded_statement(weight > 1), params)).all()
     reasons: dict[uuid.UUID, list[str]] = {}
     for row in rows[:SNAPSHOT_LIMIT]:
         found = exclusion_reasons(row, weight, moment.today, moment.month)
         reasons[row.id] = found or ["over_capacity"]
+    truncated = len(rows) > SNAPSHOT_LIMIT
+    queue = await queue_rules(session, queue_id)
+    if queue is not None and queue.base_queue_id is not None:
+        lacking = (
+            await session.execute(
+                _lacking_requirement_statement(),
+                {"p_base_id": queue.base_queue_id, "p_queue_id": queue_id},
+            )
+        ).scalars().all()  # fmt: skip
+        for agent_id in lacking[:SNAPSHOT_LIMIT]:
+            reasons[agent_id] = ["not_member"]
+        truncated = truncated or len(lacking) > SNAPSHOT_LIMIT
     if item_id is not None:
         declined = await session.execute(_declined_statement(), {"p_item_id": item_id})
         for agent_id in declined.scalars():
             reasons.setdefault(agent_id, []).append("declined_before")
     for agent_id in busy:
         reasons.setdefault(agent_id, []).append("busy_elsewhere")
-    return reasons, len(rows) > SNAPSHOT_LIMIT
+    return reasons, truncated
 
 
 async def snapshot_pool(

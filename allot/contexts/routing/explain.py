@@ -8,7 +8,8 @@ the simulator explain alike. Reason codes are stable (the UI and the API transla
 - `declined_before`: declined, let time out or was reclaimed from this very item (never again);
 - `busy_elsewhere`: another transaction was placing work with it at that instant (PostgreSQL;
   it gets its own backlog pass right after);
-- `not_member`: not in the queue (its attributes or teams do not match the member rule).
+- `not_member`: not in the queue (its attributes or teams do not match the member rule), or,
+  in a derived queue, a base-queue member who does not meet the rule's `require` ("skill").
 """
 
 from __future__ import annotations

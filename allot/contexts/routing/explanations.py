@@ -38,11 +38,12 @@ async def decisions_for(session: AsyncSession, item_id: uuid.UUID) -> list[dict[
             rule_ids.add(decision.rule_set_id)
     names = await agent_names(session, agent_ids)
     queues = await _names(session, Queue, queue_ids)
-    versions = dict(
-        (await session.execute(select(RuleSet.id, RuleSet.version).where(RuleSet.id.in_(rule_ids))))
-        .tuples()
-        .all()
-    ) if rule_ids else {}  # fmt: skip
+    versions: dict[uuid.UUID, int] = {}
+    if rule_ids:
+        rows = await session.execute(
+            select(RuleSet.id, RuleSet.version).where(RuleSet.id.in_(rule_ids))
+        )
+        versions = {row.id: row.version for row in rows}
 
     def ref(agent_id: str) -> dict[str, Any]:
         key = uuid.UUID(agent_id)

@@ -1,11 +1,14 @@
-"""A decision never says the agent it chose (or ranked) was left out: the pool snapshot is read
-after the decision's own reservation, when that agent may be full."""
+"""What a decision says about who was left out: never the agent it chose or ranked (the pool
+snapshot is read after the decision's own reservation, when that agent may be full), and the
+members a rule's requirement excludes, with that reason."""
 
 from __future__ import annotations
 
 import pytest
 
-from allot.contexts.routing import placement
+from allot.contexts.routing import placement, rule_service
+from allot.contexts.routing.rule_schemas import RuleSetCreate
+from allot.contexts.routing.rules import RuleSetDefinition
 
 from .helpers import make_agent, make_queue, submit
 from .test_decisions import decisions, manager_headers
@@ -53,3 +56,32 @@ async def test_a_batch_fills_two_agents_and_each_decision_leaves_out_only_the_ot
         owners[n] = chosen
     # Two items placed (one per agent), the third waits with both agents full.
     assert sorted(len(c) for c in owners.values()) == [0, 1, 1]
+
+
+async def test_a_member_lacking_the_rules_requirement_is_left_out_for_it(database, clock, client):
+    """The "skill" exclusion: a rule's `require` routes to a derived queue, and the base queue's
+    members who do not meet it are listed as left out, not silently absent."""
+    await make_queue(database, name="Loans")
+    await make_agent(database, name="Anna", skills=["loans"])
+    await make_agent(database, name="Boris", skills=["loans", "big_loans"])
+    await make_agent(database, name="Carl", skills=["loans", "big_loans"], status="offline")
+    await make_agent(database, name="Dora", skills=["cards"])  # not in Loans at all
+    big = {"name": "big", "queue": "Loans", "require": "'big_loans' in skills"}
+    async with database.transaction() as session:
+        await rule_service.create_rule_set(
+            session,
+            RuleSetCreate(
+                name="big", definition=RuleSetDefinition.model_validate({"filters": [big]}),
+                activate=True,
+            ),
+        )  # fmt: skip
+
+    result = await submit(database, reference="lead:big")
+
+    assert result.state == "assigned"
+    [decision] = await decisions(client, await manager_headers(database), reference="lead:big")
+    assert [a["name"] for a in decision["agents"]] == ["Boris"]
+    assert {e["agent"]["name"]: e["reasons"] for e in decision["excluded"]} == {
+        "Anna": ["not_member"],
+        "Carl": ["offline"],
+    }
