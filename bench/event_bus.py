@@ -13,7 +13,7 @@ and records how long after the event was written it ran.
    the bus runs; end-to-end lag (outbox write → handler) p50/p99/max.
 
 Usage: PYTHONPATH=. python -m bench.event_bus [--events 50000] [--rate 2000] [--seconds 10]
-       [--workers 1] [--classic]
+       [--workers 1] [--classic] [--only stages|backlog|stream]
 """
 
 from __future__ import annotations
@@ -245,9 +245,9 @@ async def run(args: argparse.Namespace) -> None:
     kind = "classic" if args.classic else "quorum"
     print(f"  PostgreSQL, {kind} queues, 1 relay + {args.workers} worker process(es)")
     try:
-        await stages(args, database, settings)
-        await backlog(args, database, settings)
-        await stream(args, database, settings)
+        for part, measure in (("stages", stages), ("backlog", backlog), ("stream", stream)):
+            if args.only in (None, part):
+                await measure(args, database, settings)
     finally:
         await database.dispose()
         await _clean_topology(settings)
@@ -260,6 +260,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--classic", action="store_true", help="classic queues, not quorum")
+    parser.add_argument("--only", choices=("stages", "backlog", "stream"), help="one part only")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     asyncio.run(run(args))

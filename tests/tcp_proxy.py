@@ -30,8 +30,11 @@ class TcpProxy:
         return cls(parts.hostname or "127.0.0.1", parts.port or DEFAULT_PORTS[scheme])
 
     def url_through(self, url: str) -> str:
+        """`url` by way of the proxy (user and password kept)."""
         parts = urlsplit(url)
-        return urlunsplit(parts._replace(netloc=f"127.0.0.1:{self.port}"))
+        userinfo = parts.netloc.rpartition("@")[0]
+        address = f"127.0.0.1:{self.port}"
+        return urlunsplit(parts._replace(netloc=f"{userinfo}@{address}" if userinfo else address))
 
     async def start(self) -> TcpProxy:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)

@@ -56,7 +56,8 @@ def check_database(url: str) -> bool:
     try:
         dialect = asyncio.run(_ping(url))
     except Exception as exc:
-        console.print(f"[red]✗[/] database unreachable: {escape(f'{type(exc).__name__}: {exc}')}")
+        where, error = escape(mask_url(url)), escape(f"{type(exc).__name__}: {exc}")
+        console.print(f"[red]✗[/] database unreachable at {where}: {error}")
         return False
     console.print(f"[green]✓[/] database reachable ({dialect})")
     try:

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
         default=0.05,
         description="How often the relay looks for events committed by other processes",
     )
+    broker_relay_standby_seconds: float = Field(
+        default=3.0,
+        description="How often a standby relay replica tries to take over (PostgreSQL lock)",
+    )
     broker_max_attempts: int = Field(
         default=5, description="Tries of a message per consumer before it is dead-lettered"
     )

@@ -100,6 +100,17 @@ def timer_row(
     }
 
 
+# Runners look for due timers every second anyway (TimerRunner's idle poll): a commit wakes them
+# only for a timer due before that, not for the first-response timers every lead schedules 15
+# minutes ahead (a pointless read per intake batch: 5-8% of the intake's CPU, measured).
+WAKE_HORIZON = timedelta(seconds=1)
+
+
+def _wake_if_due_soon(session: AsyncSession, due_at: datetime) -> None:
+    if due_at <= utcnow() + WAKE_HORIZON:
+        on_commit(session, _notify_scheduled)
+
+
 async def schedule(
     session: AsyncSession,
     kind: str,
@@ -116,7 +127,7 @@ async def schedule(
     dialect = session.bind.dialect.name if session.bind else "sqlite"
     stmt = _schedule_statement(dialect, keyed=key is not None)
     timer_id: uuid.UUID = (await session.execute(stmt, values)).scalar_one()
-    on_commit(session, _notify_scheduled)
+    _wake_if_due_soon(session, due_at)
     return timer_id
 
 
@@ -128,7 +139,7 @@ async def schedule_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> No
         raise ValueError("schedule_rows takes keyed timers only")
     dialect = session.bind.dialect.name if session.bind else "sqlite"
     await session.execute(_schedule_many_statement(dialect), rows)
-    on_commit(session, _notify_scheduled)
+    _wake_if_due_soon(session, min(row["due_at"] for row in rows))
 
 
 _REPLACED_ON_RESCHEDULE = (

@@ -162,7 +162,8 @@ def test_every_role_is_deployed_by_compose_and_kubernetes() -> None:
     assert {"postgres", "rabbitmq", "redis"} <= set(services)
     assert services["api"]["deploy"]["replicas"] == 2
     assert services["worker"]["deploy"]["replicas"] == 2
-    assert "replicas" not in services["relay"].get("deploy", {})  # one relay: outbox order
+    # A standby relay: the advisory lock lets one relay at a time (outbox order).
+    assert services["relay"]["deploy"]["replicas"] == 2
 
 
 def test_compose_dependencies_exist_and_wait_for_the_migration() -> None:
@@ -309,8 +310,7 @@ def test_selectors_match_the_pods_they_mean() -> None:
     }
     assert autoscaled == {"allot-api", "allot-worker"}
     assert autoscaled <= set(deployments)
-    assert deployments["allot-relay"]["spec"]["replicas"] == 1
-    assert deployments["allot-relay"]["spec"]["strategy"]["type"] == "Recreate"
+    assert deployments["allot-relay"]["spec"]["replicas"] == 2  # a leader and a standby
 
 
 # -- the image -------------------------------------------------------------------------------

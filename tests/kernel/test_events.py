@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from allot.kernel.context import bound
+from allot.kernel.db.engine import Database
 from allot.kernel.events import (
     ConsumerRegistry,
     Dispatcher,
@@ -17,6 +18,7 @@ from allot.kernel.events import (
     pending_count,
     publish,
 )
+from tests.tcp_proxy import TcpProxy
 
 
 async def _publish(database, payload=None, type_="test.thing.happened", correlation_id=None):
@@ -267,3 +269,24 @@ async def test_a_redelivered_batch_applies_only_the_events_not_yet_applied(datab
     async with database.reader() as session:
         inbox = (await session.execute(select(func.count()).select_from(InboxEntry))).scalar()
     assert inbox == 5
+
+
+async def test_a_lost_connection_is_the_databases_only_while_it_does_not_answer(database_url):
+    """`Database.lost_connection`, through a proxy the test cuts: what decides whether a
+    failing event's try counts (dispatcher and broker worker). A network error while the
+    database answers is the handler's own (an API it calls) and counts."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("a network outage of the database is PostgreSQL's")
+    proxy = await TcpProxy.for_url(database_url).start()
+    database = Database(proxy.url_through(database_url), pool_size=1)
+    dropped = ConnectionResetError("connection was closed in the middle of operation")
+    try:
+        assert not await database.lost_connection(dropped)  # it answers: the handler's error
+        proxy.cut()
+        assert await database.lost_connection(dropped)
+        assert not await database.lost_connection(ValueError("bad payload"))  # not a network one
+        proxy.restore()
+        assert not await database.lost_connection(dropped)
+    finally:
+        await database.dispose()
+        await proxy.close()

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.kernel import context
 from allot.kernel.context import Actor
-from allot.kernel.db import Database
+from allot.kernel.db import Database, group_commit
 from allot.kernel.db.group_commit import GroupCommit, Row
 
 ANNA = Actor(kind="user", id=uuid.UUID(int=1), label="anna")
@@ -161,3 +161,52 @@ async def test_a_caller_that_gives_up_does_not_hold_up_the_others(database, prob
     assert await first == "stored first"
     assert await stayer == "stored stayer"
     assert set(await stored(database)) == {"first", "stayer"}
+
+
+async def test_a_busy_drain_waits_for_the_callers_it_answered(database, probe_table, monkeypatch):
+    # Clients that come back a few loop turns after their answer (as they do over a network)
+    # join the next batch, instead of leaving it to the one row that arrived meanwhile.
+    monkeypatch.setattr(group_commit, "GATHER_SECONDS", 30.0)  # ended by the rows, not the clock
+    recorder = Recorder()
+    under_way, gate = asyncio.Event(), asyncio.Event()
+
+    async def first_batch_gated(session: AsyncSession, rows: Sequence[Row[str]]) -> list[object]:
+        if not recorder.batches:
+            under_way.set()
+            await gate.wait()
+        return await recorder.run_batch(session, rows)
+
+    group = GroupCommit("test", database, run_batch=first_batch_gated, run_one=recorder.run_one)
+
+    async def client(name: str) -> list[object]:
+        first = await call(group, f"{name}-1")
+        for _ in range(3):  # the answer travels back, the next request comes in
+            await asyncio.sleep(0)
+        return [first, await call(group, f"{name}-2")]
+
+    clients = [asyncio.create_task(client(name)) for name in "abcd"]
+    await under_way.wait()
+    late = asyncio.create_task(call(group, "late"))
+    while group.waiting() < 1:
+        await asyncio.sleep(0)
+    gate.set()
+    answers = await asyncio.wait_for(asyncio.gather(*clients, late), timeout=10)
+    assert answers[-1] == "stored late"
+    assert answers[:-1] == [[f"stored {n}-1", f"stored {n}-2"] for n in "abcd"]
+    assert [sorted(batch) for batch in recorder.batches] == [
+        ["a-1", "b-1", "c-1", "d-1"],
+        ["a-2", "b-2", "c-2", "d-2", "late"],
+    ]
+
+
+async def test_a_lone_caller_or_an_idle_drain_never_waits(database, probe_table, monkeypatch):
+    monkeypatch.setattr(group_commit, "GATHER_SECONDS", 30.0)  # a wait would hit the timeouts
+    recorder = Recorder()
+    group = GroupCommit("test", database, run_batch=recorder.run_batch, run_one=recorder.run_one)
+    for n in range(3):
+        assert await asyncio.wait_for(call(group, f"k{n}"), timeout=10) == f"stored k{n}"
+    # Two answered together, nothing pending after them: the next caller is taken at once.
+    pair = asyncio.gather(call(group, "p1"), call(group, "p2"))
+    assert await asyncio.wait_for(pair, timeout=10) == ["stored p1", "stored p2"]
+    assert await asyncio.wait_for(call(group, "after"), timeout=10) == "stored after"
+    assert recorder.batches[-2:] == [["p1", "p2"], ["after"]]

@@ -311,6 +311,7 @@ async def _take_in(
                     "term_months": values["term_months"],
                     "first_response_due_at": due_text[row.new.source],
                 },
+                partition_key=customer_id,
             )
         )
         if agent_id is not None:
@@ -331,6 +332,7 @@ async def _take_in(
                     aggregate_type=events.AGGREGATE,
                     aggregate_id=lead_text,
                     payload={**ids, "agent_id": str(agent_id), "previous_agent_id": None},
+                    partition_key=customer_id,
                 )
             )
     # A pair taken by a concurrent writer since `_existing_leads` fails here (L1) and aborts the

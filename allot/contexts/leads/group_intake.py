@@ -11,8 +11,9 @@ another in arrival order (the tests compare the two):
 - its customer card, found or made by `customers.intake_many` (set-based, the same card
   `customers.intake` would give; a new card's events recorded as its request's);
 - its work item placed by `routing.submit_many` (the engine's rules, set-based);
-- the lead rows in one executemany INSERT; per lead its timeline rows, audit entry and events
-  (`intake.record_intake`), recorded under its own request's actor and ids.
+- the lead rows in one executemany INSERT (`bulk_insert.insert_rows`); per lead its timeline
+  rows, audit entry and events (`intake.record_intake`), recorded under its own request's actor
+  and ids.
 A batch that fails as a whole (another process took one of its external ids in between, say)
 leaves nothing behind, and each of its leads is taken again by `create_lead` on its own.
 """
@@ -24,11 +25,12 @@ import weakref
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.contexts import customers, routing
 from allot.kernel.clock import utcnow
+from allot.kernel.db.bulk_insert import insert_rows
 from allot.kernel.db.engine import Database
 from allot.kernel.db.group_commit import GroupCommit, Row
 from allot.kernel.errors import Conflict
@@ -44,6 +46,7 @@ from .intake import (
     record_intake,
     routing_attributes,
     status_and_due,
+    stored_lead,
 )
 from .models import Lead
 
@@ -135,9 +138,9 @@ async def _take_in_batch(
     ]
     # A pair taken since `_refuse_duplicates` read (another process) fails this INSERT and with
     # it the batch; the group commit then takes each lead alone, and that one gets its 409.
-    await session.execute(insert(LEADS), values)
+    await insert_rows(session, LEADS, values)
     for i, row in zip(taken, values, strict=True):
-        lead = Lead(**row)
+        lead = stored_lead(row)
         with rows[i].caller.applied():
             await record_intake(session, lead, now)
         outcomes[i] = lead

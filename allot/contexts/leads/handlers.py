@@ -28,12 +28,17 @@ def _lead_id(reference: str) -> uuid.UUID | None:
         return None
 
 
+_PREPARED = "leads.prepared_leads"
+
+
 async def _load_leads(session: AsyncSession, events: list[Event]) -> None:
     """The leads of a batch of routing events in one query (the handler then finds them in the
-    session instead of reading each)."""
+    session's identity map instead of reading each). The session holds its objects weakly: the
+    list is kept in `session.info` for the unit of work, or they would be gone before the
+    handler asks (and each `session.get` would read its lead again)."""
     ids = {_lead_id(str(e.payload.get("reference") or "")) for e in events} - {None}
     if ids:
-        await repo.leads_by_ids(session, ids)  # type: ignore[arg-type]
+        session.info[_PREPARED] = await repo.leads_by_ids(session, ids)  # type: ignore[arg-type]
 
 
 @subscribe(

@@ -42,4 +42,5 @@ async def record_lead_change(
         aggregate_type=events.AGGREGATE,
         aggregate_id=lead.id,
         payload=events.lead_payload(lead, **(facts or {})),
+        partition_key=lead.customer_id,  # a client's leads in order (broker mode)
     )

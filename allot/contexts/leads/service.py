@@ -301,6 +301,7 @@ async def follow_customer_merge(
                 "previous_customer_id": str(from_id),
                 "changed": ["customer_id"],
             },
+            partition_key=into_id,
         )
     return len(lead_ids)
 

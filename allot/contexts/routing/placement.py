@@ -42,11 +42,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, case, insert, or_, select, update
+from sqlalchemy import Integer, bindparam, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.kernel import timers
 from allot.kernel.context import ContextSnapshot
+from allot.kernel.db.bulk_insert import insert_rows
 from allot.kernel.events.outbox import NewEvent, publish_many
 from allot.kernel.ids import new_id
 
@@ -185,7 +186,7 @@ async def submit_many(
                     item_id=rows[-1]["id"], state="assigned", agent_id=agent_id, offer_ids=[]
                 )
     if rows or waiting:
-        await session.execute(insert(ITEMS), rows + waiting)
+        await insert_rows(session, ITEMS, rows + waiting)
         position = {result.item_id: i for i, result in enumerate(results) if result is not None}
         await _record_assignments(session, rows, by_queue, position, callers, at)
         await _record_waiting(session, waiting, position, callers, at, placements)

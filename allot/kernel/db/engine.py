@@ -60,6 +60,47 @@ def is_retryable(exc: BaseException) -> bool:
     return code in RETRYABLE_SQLSTATES
 
 
+# What a lost or refused database connection looks like through SQLAlchemy + asyncpg/aiosqlite:
+# the server went away (terminated backend, restart, network), so the work itself never ran.
+# asyncpg sometimes reports a connection killed mid-operation as an InterfaceError about its
+# protocol state ("cannot switch to state ..."), hence the message checks.
+_CONNECTION_LOST_MESSAGES = (
+    "connection was closed",
+    "connection is closed",
+    "cannot switch to state",
+    "connection_lost",
+    "terminating connection",
+    "the database system is",  # starting up / shutting down / in recovery mode
+)
+
+
+PING_SECONDS = 5.0  # how long `Database.lost_connection` waits for the database to answer
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """True when `exc` looks like a connection that could not be made or was dropped. A
+    network error of anything (the database, or an API a handler calls) looks like this:
+    `Database.lost_connection` tells the database's apart."""
+    for error in _chain(exc):
+        if isinstance(error, DBAPIError) and error.connection_invalidated:
+            return True
+        if isinstance(error, ConnectionError | OSError | TimeoutError):
+            return True
+        text = str(error).lower()
+        if any(message in text for message in _CONNECTION_LOST_MESSAGES):
+            return True
+    return False
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 10:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
 async def backoff_before_retry(attempt: int) -> None:
     await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # decorrelate the contenders
 
@@ -271,6 +312,20 @@ class Database:
     async def ping(self) -> None:
         async with self.read_engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
+
+    async def lost_connection(self, exc: BaseException) -> bool:
+        """Did `exc` come from the database being unreachable (not from the work itself)? It
+        must look like a lost connection (`is_connection_lost`) AND the database must not
+        answer a ping now: a handler's own network error (an API it calls) is not mistaken for
+        a database outage."""
+        if not is_connection_lost(exc):
+            return False
+        try:
+            async with asyncio.timeout(PING_SECONDS):
+                await self.ping()
+        except Exception:
+            return True
+        return False
 
     def pool_status(self) -> dict[str, int]:
         pool: Any = self.write_engine.pool

@@ -5,7 +5,13 @@ round of per-row statements for every request. When many requests of one kind ar
 (leads from an integration), one transaction for all of them is several times cheaper: the
 work is done set-based and committed once. Nothing waits for a batch to fill: the first caller
 starts a drain, which takes whatever is pending when it gets the writer turn, so an idle system
-answers a lone request as fast as before and a busy one batches more.
+answers a lone request as fast as before and a busy one batches more. One exception, for
+throughput: when a drain has just answered several callers and rows are still pending, it waits
+up to `GATHER_SECONDS` for as many more as it answered (the same clients coming back with their
+next rows) before taking the next batch. Without it, 8 clients settle into batches of ≈4 that
+alternate (those answered, those that arrived meanwhile), and every batch carries a fixed cost
+(its statements, its commit, the dispatcher's rounds after it) that halves per row when batches
+double. A lone caller, or a drain with nothing pending, never waits.
 
 Guarantees, per caller:
 - G1 commit before answer: `submit` returns only after the transaction holding the caller's
@@ -56,6 +62,10 @@ FALLBACKS = Counter(
     ["name"],
 )
 
+# The longest a busy drain waits for the callers it just answered (see above): a few requests'
+# worth of the server's own work, well under a batch's time.
+GATHER_SECONDS = 0.002
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -76,6 +86,11 @@ RunOne = Callable[[AsyncSession, T], Awaitable[R]]
 class _Pending(Generic[T, R]):
     row: Row[T]
     answer: asyncio.Future[R]
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class GroupCommit(Generic[T, R]):
@@ -104,6 +119,9 @@ class GroupCommit(Generic[T, R]):
         self._open.set()
         self.batches = 0  # counters for tests and /metrics
         self.fallbacks = 0
+        # While a drain gathers: set once this many rows are pending.
+        self._enough: asyncio.Future[None] | None = None
+        self._enough_rows = 0
 
     async def submit(self, value: T) -> R:
         """The result of `value`'s write, once committed; or the exception refusing it."""
@@ -111,6 +129,9 @@ class GroupCommit(Generic[T, R]):
         answer: asyncio.Future[R] = loop.create_future()
         pending = _Pending(Row(value, context.snapshot()), answer)
         self._pending.append(pending)
+        enough = self._enough
+        if enough is not None and len(self._pending) >= self._enough_rows:
+            _settle(enough)
         if self._drain is None or self._drain.done():
             self._drain = loop.create_task(self._drain_pending())
         return await pending.answer
@@ -129,11 +150,15 @@ class GroupCommit(Generic[T, R]):
         return sum(1 for p in self._pending if not p.answer.done())
 
     async def _drain_pending(self) -> None:
+        answered = 0
         while self._pending:
             await self._open.wait()
             # One turn of the loop first: requests that are ready join this batch.
             await asyncio.sleep(0)
+            if answered > 1:
+                await self._gather(min(len(self._pending) + answered, self.max_batch))
             batch = self._next_batch()
+            answered = len(batch)
             if not batch:
                 continue
             try:
@@ -144,6 +169,20 @@ class GroupCommit(Generic[T, R]):
                         pending.answer.set_exception(exc)
                 if not isinstance(exc, Exception):
                     raise
+
+    async def _gather(self, rows: int) -> None:
+        """Wait until `rows` rows are pending, for at most GATHER_SECONDS."""
+        if len(self._pending) >= rows:
+            return
+        loop = asyncio.get_running_loop()
+        enough = self._enough = loop.create_future()
+        self._enough_rows = rows
+        timeout = loop.call_later(GATHER_SECONDS, _settle, enough)
+        try:
+            await enough
+        finally:
+            timeout.cancel()
+            self._enough = None
 
     def _next_batch(self) -> list[_Pending[T, R]]:
         """The oldest pending rows of the first caller's actor, up to `max_batch`."""

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.kernel import context
@@ -107,8 +108,9 @@ class Dispatcher:
         if not events:
             return 0
         failures: dict[Any, str] = {}
+        lost_connection: set[Any] = set()  # failed because the database was away, not the handler
         for consumer, its_events in self._by_consumer(events):
-            await self._deliver(consumer, its_events, failures)
+            await self._deliver(consumer, its_events, failures, lost_connection)
         delivered = [event.id for event in events if event.id not in failures]
         if delivered:
             # Should the process die before this, the claim runs out and the events are
@@ -117,7 +119,9 @@ class Dispatcher:
             await mark_dispatched(self.database, delivered)
         for event in events:
             if event.id in failures:
-                await self._reschedule(event, failures[event.id])
+                await self._reschedule(
+                    event, failures[event.id], counted=event.id not in lost_connection
+                )
         return len(events)
 
     def _by_consumer(self, events: list[Event]) -> list[tuple[Consumer, list[Event]]]:
@@ -129,7 +133,11 @@ class Dispatcher:
         return list(grouped.values())
 
     async def _deliver(
-        self, consumer: Consumer, events: list[Event], failures: dict[Any, str]
+        self,
+        consumer: Consumer,
+        events: list[Event],
+        failures: dict[Any, str],
+        lost_connection: set[Any],
     ) -> None:
         """All of a consumer's events in one unit of work; if any fails, that unit rolls back
         and they are applied one by one, so only the failing events are retried."""
@@ -144,14 +152,23 @@ class Dispatcher:
                 await self.apply(consumer, event)
             except Exception as exc:
                 failures[event.id] = f"{consumer.name}: {type(exc).__name__}: {exc}"
+                if await self.database.lost_connection(exc):
+                    lost_connection.add(event.id)
                 log.exception(
                     "event handler failed", consumer=consumer.name, event_id=str(event.id)
                 )
 
-    async def _reschedule(self, event: Event, failure: str) -> None:
+    async def _reschedule(self, event: Event, failure: str, *, counted: bool = True) -> None:
+        """Try the event again later; after `max_attempts` counted failures it is `dead`. A
+        failure because the database was away is not counted: an outage kills no event."""
         async with self.database.transaction() as session:
             row = await session.get(OutboxEvent, event.id)
             assert row is not None
+            if not counted:
+                row.last_error = failure[:2000]
+                row.claimed_until = None
+                row.next_attempt_at = utcnow() + timedelta(seconds=backoff_seconds(1))
+                return
             row.attempts += 1
             row.last_error = failure[:2000]
             row.claimed_until = None
@@ -188,31 +205,53 @@ async def _not_yet_applied(
 ) -> list[Event]:
     """The events this consumer has not applied yet, each now recorded in its inbox.
 
-    Set-based: one SELECT of the events already in the inbox, one INSERT of the rest. A second
-    dispatcher that applied one of them meanwhile makes that INSERT fail on the primary key: the
-    unit rolls back whole and `_deliver` applies the events one by one (`mark_applied`, which
-    skips a repeat without failing), so nothing is applied twice."""
+    Set-based: ONE `INSERT ... ON CONFLICT DO NOTHING RETURNING message_id` for the batch (one
+    multi-row statement on both databases); the ids it returns are the fresh events. An event a
+    second dispatcher or worker recorded meanwhile is simply not returned (on PostgreSQL the
+    INSERT waits for that transaction and skips the row once it committed), so nothing is
+    applied twice and the batch does not fail over it. (A SELECT of the seen ids and a plain
+    INSERT of the rest cost two statements and a rolled-back unit on such a race.)"""
     if len(events) == 1:
         return events if await mark_applied(session, consumer, events[0].id) else []
-    ids = [event.id for event in events]
-    seen = set(
-        (
-            await session.execute(
-                select(INBOX_TABLE.c.message_id).where(
-                    INBOX_TABLE.c.consumer == consumer, INBOX_TABLE.c.message_id.in_(ids)
-                )
-            )
-        ).scalars()
-    )
-    fresh = [event for event in events if event.id not in seen]
-    if fresh:
-        now = utcnow()
-        rows = [{"consumer": consumer, "message_id": e.id, "received_at": now} for e in fresh]
-        await session.execute(insert(INBOX_TABLE), rows)
-    return fresh
+    now = utcnow()
+    # In id order: two units inserting overlapping batches wait for each other's rows in the
+    # same order, so they cannot deadlock.
+    ids = sorted({event.id for event in events})
+    rows = [{"consumer": consumer, "message_id": i, "received_at": now} for i in ids]
+    result = await session.execute(_record_in_inbox(session), rows)
+    fresh = set(result.scalars())
+    applied = []
+    for event in events:
+        if event.id in fresh:  # once, should a batch hold two copies of a message
+            fresh.discard(event.id)
+            applied.append(event)
+    return applied
 
 
-async def claim_due(database: Database, batch_size: int) -> list[Event]:
+def _record_in_inbox(session: AsyncSession) -> Any:
+    """The inbox INSERT returning the ids it wrote, built once per dialect (see
+    `insert_ignoring_conflicts`)."""
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    statement = _record_in_inbox_cache.get(dialect)
+    if statement is None:
+        statement = insert_ignoring_conflicts(session, INBOX_TABLE).returning(
+            INBOX_TABLE.c.message_id
+        )
+        _record_in_inbox_cache[dialect] = statement
+    return statement
+
+
+_record_in_inbox_cache: dict[str, Any] = {}
+
+
+async def claim_due(
+    database: Database,
+    batch_size: int,
+    *,
+    dispatched: Sequence[Any] = (),
+    only_if: ColumnElement[bool] | None = None,
+    sole_claimer: bool = False,
+) -> list[Event]:
     """Lease the next due outbox events to the caller (the Dispatcher, or the broker relay): one
     UPDATE ... RETURNING; on PostgreSQL rows another claimer holds are skipped (SKIP LOCKED).
     The lease runs out after CLAIM_SECONDS, so the events of a claimer that died are taken by
@@ -221,14 +260,22 @@ async def claim_due(database: Database, batch_size: int) -> list[Event]:
     Rows are chosen by due time (`next_attempt_at`, then id): the partial index on pending rows
     gives them in that order, so a claim costs the same with a backlog of 100,000 rows (a sort
     by `created_at` read every pending row: 60 ms at 60,000). An event never retried is due
-    when it was written, so fresh events are taken in the order they were written."""
+    when it was written, so fresh events are taken in the order they were written.
+
+    `dispatched`: ids of the caller's previous round to mark dispatched in the same transaction
+    (the broker relay saves a transaction per round). `only_if`: a condition the claim also
+    requires (the relay's "still the leader"); when it fails nothing is claimed, and the mark
+    still commits. `sole_claimer`: the caller is the only one claiming (the relay holding the
+    leader lock, which `only_if` checks), so a lease left by a claimer that died (a killed
+    relay) is not waited out: its rows go at once (again: the inbox drops repeats)."""
     now = utcnow()
+    unleased = or_(OutboxEvent.claimed_until.is_(None), OutboxEvent.claimed_until < now)
     due = (
         select(OutboxEvent.id)
         .where(
             OutboxEvent.status == "pending",
             OutboxEvent.next_attempt_at <= now,
-            or_(OutboxEvent.claimed_until.is_(None), OutboxEvent.claimed_until < now),
+            *(() if sole_claimer else (unleased,)),
         )
         .order_by(OutboxEvent.next_attempt_at, OutboxEvent.id)
         .limit(batch_size)
@@ -241,20 +288,28 @@ async def claim_due(database: Database, batch_size: int) -> list[Event]:
         .values(claimed_until=now + timedelta(seconds=CLAIM_SECONDS))
         .returning(*OUTBOX_TABLE.c)
     )
+    if only_if is not None:
+        claim = claim.where(only_if)
     async with database.transaction() as session:
+        if dispatched:
+            await _mark_dispatched(session, dispatched)
         rows = (await session.execute(claim)).all()
     # RETURNING comes in no particular order: consumers get the outbox order.
     return [Event.from_row(row) for row in sorted(rows, key=lambda r: (r.created_at, r.id))]
 
 
-async def mark_dispatched(database: Database, event_ids: list[Any]) -> None:
+async def mark_dispatched(database: Database, event_ids: Sequence[Any]) -> None:
     """Mark claimed events dispatched: one UPDATE for the batch."""
     async with database.transaction() as session:
-        await session.execute(
-            update(OutboxEvent)
-            .where(OutboxEvent.id.in_(event_ids))
-            .values(status="dispatched", dispatched_at=utcnow(), claimed_until=None)
-        )
+        await _mark_dispatched(session, event_ids)
+
+
+async def _mark_dispatched(session: AsyncSession, event_ids: Sequence[Any]) -> None:
+    await session.execute(
+        update(OUTBOX_TABLE)
+        .where(OUTBOX_TABLE.c.id.in_(list(event_ids)))
+        .values(status="dispatched", dispatched_at=utcnow(), claimed_until=None)
+    )
 
 
 async def pending_count(session: AsyncSession) -> int:

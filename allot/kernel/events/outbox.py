@@ -83,6 +83,9 @@ class NewEvent:
     # Whose event it is when one unit of work writes for several requests (group commit);
     # None: the current context's.
     caller: context.ContextSnapshot | None = None
+    # What per-key order is kept for in broker mode (`headers["partition_key"]`); None: the
+    # aggregate. Leads give their customer's id: everything about one client in order.
+    partition_key: str | uuid.UUID | None = None
 
 
 def _headers(caller: context.ContextSnapshot | None) -> dict[str, Any]:
@@ -101,12 +104,15 @@ def _outbox_rows(events: Iterable[NewEvent]) -> list[dict[str, Any]]:
     join every payload, the request's and actor's ids every header."""
     now = utcnow()
     occurred_at = now.isoformat()
-    headers_of: dict[context.ContextSnapshot | None, dict[str, Any]] = {}
+    headers_of: dict[tuple[context.ContextSnapshot | None, Any], dict[str, Any]] = {}
     rows = []
     for event in events:
-        headers = headers_of.get(event.caller)
-        if headers is None:  # one document per caller: shared rows are encoded once
-            headers = headers_of[event.caller] = _headers(event.caller)
+        key = (event.caller, event.partition_key)
+        headers = headers_of.get(key)
+        if headers is None:  # one document per caller and key: shared rows are encoded once
+            headers = headers_of[key] = _headers(event.caller)
+            if event.partition_key is not None:
+                headers["partition_key"] = str(event.partition_key)
         rows.append(
             {
                 "id": new_id(),
@@ -137,13 +143,19 @@ async def publish(
     aggregate_id: str | uuid.UUID,
     payload: dict[str, Any],
     schema_version: int = 1,
+    partition_key: str | uuid.UUID | None = None,
 ) -> uuid.UUID:
     """Record an event in the outbox as part of the caller's transaction.
 
     `payload` must be JSON-serialisable facts (ids as strings); `occurred_at`, `schema_version`
-    and `correlation_id` are added here so every event carries them.
+    and `correlation_id` are added here so every event carries them. `partition_key`: the key
+    whose events consumers of an ordered group apply in order (docs/event-bus.md, "Per-key
+    order"); default the aggregate id.
     """
-    (row,) = _outbox_rows([NewEvent(type, aggregate_type, aggregate_id, payload, schema_version)])
+    new = NewEvent(
+        type, aggregate_type, aggregate_id, payload, schema_version, partition_key=partition_key
+    )
+    (row,) = _outbox_rows([new])
     # Deferred: the rows of a unit of work go in with one INSERT at commit (see db.deferred).
     defer_insert(session, OUTBOX_TABLE, row)
     on_commit(session, _notify_listeners)

@@ -104,6 +104,7 @@ async def test_a_nack_or_lost_confirm_leaves_the_batch_pending(database, bus_set
         with pytest.raises(PublishFailed):
             await relay.relay_batch()
     finally:
+        await relay.stop()  # its lock (PostgreSQL)
         await connection.close()
     assert await _statuses(database) == {"pending": 3}
     async with database.reader() as session:
@@ -285,6 +286,10 @@ async def test_a_worker_that_loses_its_connection_mid_stream_applies_each_event_
         proxy.restore()
         await eventually(lambda: _effects_count(effects, 300), what="all applied")
         await eventually(lambda: _queue_empty(bus_settings), what="queue drained")
+        # The restored consumer delivers straight to the worker again (no aio-pika wrapper).
+        [runner] = worker._runners
+        underlay = await runner.channel.get_underlay_channel()
+        assert underlay.consumers[runner._consumer_tag] == runner._on_message
     finally:
         await worker.stop()
         await relay.stop()

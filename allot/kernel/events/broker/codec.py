@@ -21,6 +21,8 @@ from allot.kernel.events.outbox import Event
 
 CONTENT_TYPE = "application/json"
 PERSISTENT = 2
+# Built once: `json.dumps` with arguments builds an encoder per call.
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def encode_body(event: Event) -> bytes:
@@ -33,7 +35,7 @@ def encode_body(event: Event) -> bytes:
         "headers": event.headers,
         "created_at": event.created_at.isoformat() if event.created_at else None,
     }
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    return _encode_json(document).encode()
 
 
 def message_headers(event: Event, partitions: int) -> dict[str, Any]:
