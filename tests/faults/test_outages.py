@@ -349,8 +349,8 @@ async def test_rabbitmq_closing_the_connections_mid_stream_is_recovered_without_
     stream = Stream(db).start()
     await wait_for(await more_effects(db, 200), SETTLE_SECONDS, "the stream flowing", *roles)
 
-    # This test's connections, by the client port RabbitMQ reports: their names ("allot-relay",
-    # "allot-worker") are the same for every test sharing the broker.
+    # This test's connections, by the client port RabbitMQ reports for each socket of these
+    # processes (their names also carry the namespace and pid: `connection.connection_name`).
     before = {role.name: client_ports(role.pid, amqp_port) for role in roles}
     assert all(before.values()), before
     listing = await command(rabbitmqctl, "-q", "list_connections", "peer_port", "pid",

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
+import socket
 from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -35,6 +37,12 @@ def reconnect_delay(failures: int, cap: float = RECONNECT_CAP_SECONDS) -> float:
     step after an outage."""
     base = min(cap, 0.1 * 2 ** max(0, failures - 1))
     return float(base * random.uniform(0.75, 1.25))
+
+
+def connection_name(role: str, namespace: str) -> str:
+    """How a connection shows in RabbitMQ's management UI and `rabbitmqctl list_connections`:
+    the role, the namespace and the process, so an operator (or a test) can tell which is whose."""
+    return f"{role} {namespace} pid {os.getpid()} {socket.gethostname()}"
 
 
 async def connect(url: str, name: str) -> AbstractRobustConnection:

@@ -49,7 +49,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from allot.kernel.config import Settings
 from allot.kernel.db.engine import Database
 from allot.kernel.events.broker import codec
-from allot.kernel.events.broker.connection import StopSignal, connect_until_stopped, reconnect_delay
+from allot.kernel.events.broker.connection import (
+    StopSignal,
+    connect_until_stopped,
+    connection_name,
+    reconnect_delay,
+)
 from allot.kernel.events.broker.topology import Topology, consumer_groups
 from allot.kernel.events.dispatcher import claim_due, mark_dispatched
 from allot.kernel.events.models import OutboxEvent
@@ -320,9 +325,8 @@ class Relay:
         self.connect_failures += 1
 
     async def _connect(self) -> bool:
-        connection = await connect_until_stopped(
-            self.url, "allot-relay", self._stop, self._count_failure
-        )
+        name = connection_name("allot-relay", self.topology.namespace)
+        connection = await connect_until_stopped(self.url, name, self._stop, self._count_failure)
         if connection is None:
             return False
         try:

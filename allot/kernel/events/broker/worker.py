@@ -58,6 +58,7 @@ from allot.kernel.events.broker import codec
 from allot.kernel.events.broker.connection import (
     StopSignal,
     connect_until_stopped,
+    connection_name,
     reconnect_delay,
 )
 from allot.kernel.events.broker.dead_letters import DeadLetter, send_to_dead_letters
@@ -214,7 +215,8 @@ class BrokerWorker:
         declared elsewhere with other arguments) is logged and tried again with backoff."""
         failures = 0
         while not self._stop.is_set:
-            connection = await connect_until_stopped(self.url, "allot-worker", self._stop)
+            name = connection_name("allot-worker", self.topology.namespace)
+            connection = await connect_until_stopped(self.url, name, self._stop)
             if connection is None:
                 return
             self._connection = connection
