@@ -8,7 +8,7 @@ Where the invariants of models.py are kept:
 - I1 capacity: `repository.reserve_capacity` / `release_capacity` (conditional UPDATEs).
 - I2 one owner: `repository.claim_item` (conditional UPDATE on state).
 - I3 offers: the partial unique index on pending offers, `set_offer_status` (pending -> x once)
-  and the exclusion in `top_candidates` / `next_backlog_item`.
+  and the exclusion in `top_candidates` / `backlog_probe.next_backlog_item`.
 - I4 membership mirror: `repository.sync_memberships` after every agent state change.
 """
 
@@ -23,7 +23,14 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from allot.contexts.routing import decision_log, escalation, events, explain, rule_catalog
+from allot.contexts.routing import (
+    backlog_probe,
+    decision_log,
+    escalation,
+    events,
+    explain,
+    rule_catalog,
+)
 from allot.contexts.routing import queue_catalog as catalog
 from allot.contexts.routing import repository as repo
 from allot.contexts.routing.decision import get_scorer, rank, vt_step
@@ -383,7 +390,7 @@ async def fill_agent(session: AsyncSession, agent_id: uuid.UUID, at: Moment) -> 
             break
         if not repo.quota_ok(state, at.today, at.month):
             break
-        head = await repo.next_backlog_item(session, agent_id, spare)
+        head = await backlog_probe.next_backlog_item(session, agent_id, spare)
         if head is None:
             break
         item = await session.get(WorkItem, head.id)

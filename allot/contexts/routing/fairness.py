@@ -108,7 +108,7 @@ def _windows_statement(queues: int) -> Any:
                 DECISIONS.c.outcome == literal_column("'assigned'"),
             )
             .order_by(DECISIONS.c.occurred_at.desc(), DECISIONS.c.id.desc())
-            # Rendered into the SQL, not sent as a parameter (see repository._literal_limit).
+            # Rendered into the SQL, not sent as a parameter (see repository.literal_limit).
             .limit(bindparam(f"w{n}", type_=Integer(), literal_execute=True))
             .subquery(f"window_{n}")
         )

@@ -344,7 +344,7 @@ class Simulation(SimulationBase):
                 return
 
     def _backlog_head(self, agent: SimAgent, spare: int) -> SimItem | None:
-        """repository.next_backlog_item: priority, then age, then id, over the agent's queues."""
+        """backlog_probe.next_backlog_item: priority, then age, then id, over the agent's queues."""
         best: tuple[Any, ...] | None = None
         for queue_id in agent.queues:
             for key in self.backlog.get(queue_id, ()):

@@ -222,7 +222,7 @@ async def test_the_backlog_head_is_read_from_its_index_in_any_plan(database, clo
 
     from sqlalchemy import event, insert
 
-    from allot.contexts.routing import repository
+    from allot.contexts.routing import backlog_probe, repository
     from allot.kernel.clock import utcnow
     from allot.kernel.ids import new_id
 
@@ -248,7 +248,7 @@ async def test_the_backlog_head_is_read_from_its_index_in_any_plan(database, clo
     event.listen(engine, "before_cursor_execute", capture)
     try:
         async with database.transaction() as session:
-            head = await repository.next_backlog_item(session, anna.id, 1)
+            head = await backlog_probe.next_backlog_item(session, anna.id, 1)
             assert head is not None
             assert head.id == backlog[3]["id"]  # priority 3, the oldest
             statement, parameters = next(
