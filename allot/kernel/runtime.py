@@ -2,11 +2,13 @@
 
 | role     | single-process mode (no broker_url)    | broker mode (broker_url set)          |
 |----------|----------------------------------------|---------------------------------------|
-| `serve`  | Dispatcher + TimerRunner (+ SQLite WAL | Relay + BrokerWorker(every group) +   |
-|          | checkpoints), and the HTTP app         | TimerRunner, and the HTTP app         |
+| `serve`  | Dispatcher + TimerRunner +             | Relay + BrokerWorker(every group) +   |
+|          | DeliveryRunner (+ SQLite WAL           | TimerRunner + DeliveryRunner, and the |
+|          | checkpoints), and the HTTP app         | HTTP app                              |
 | `api`    | nothing in the background              | nothing in the background             |
-| `worker` | Dispatcher (PostgreSQL only)           | BrokerWorker(the chosen groups), and  |
-|          |                                        | with redis_url a live-update hub      |
+| `worker` | Dispatcher + DeliveryRunner            | BrokerWorker(the chosen groups) +     |
+|          | (PostgreSQL only)                      | DeliveryRunner, and with redis_url a  |
+|          |                                        | live-update hub                       |
 | `relay`  | refused: nothing to relay to           | Relay                                 |
 | `timers` | TimerRunner                            | TimerRunner                           |
 
@@ -20,6 +22,11 @@ Why any number of replicas of a role is safe, service by service:
   WHERE clause: after a commit it matches nothing (rowcount 0, skipped); after a rollback it
   fires the timer itself. So each timer fires exactly once whatever the number of runners.
 - Relay and BrokerWorker keep their own guarantees (see `allot.kernel.events.broker`).
+- DeliveryRunner: a claim is one `UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)`
+  that makes the rows `sending` and moves their due time to the end of a lease, so no other
+  runner takes them meanwhile; a delivered row is never claimed again. Messages go out at least
+  once: only a runner dying between the provider's acceptance and its mark repeats one
+  (docs/deliveries.md). Every worker runs one, whatever its consumer groups.
 
 `stop()` drains: every service finishes the unit of work it is in (a claimed batch, a fired
 timer, an in-flight publish) and commits it before returning; nothing is abandoned half-done.
@@ -39,6 +46,7 @@ from sqlalchemy.engine import make_url
 from allot.kernel.config import Settings
 from allot.kernel.db.checkpoint import WalCheckpointer
 from allot.kernel.db.engine import Database
+from allot.kernel.delivery.runner import DeliveryRunner
 from allot.kernel.events.dispatcher import Dispatcher
 from allot.kernel.events.registry import registry
 from allot.kernel.logging import get_logger
@@ -214,6 +222,7 @@ def compose(
             add(("broker-worker", BrokerWorker(database, settings, groups=chosen)))
         else:
             add(("dispatcher", Dispatcher(database)))
+        add(("deliveries", DeliveryRunner.from_settings(database, settings)))
     if role in ("serve", "relay") and broker:
         from allot.kernel.events.broker import Relay
 

@@ -12,6 +12,7 @@ from sqlalchemy import MetaData
 def target_metadata() -> MetaData:
     """Every table the code defines: the kernel's and each installed context's."""
     # Imported here, not at module level: the model modules register themselves on import.
+    import allot.kernel.delivery.models
     import allot.kernel.events.models
     import allot.kernel.idempotency
     import allot.kernel.timers  # noqa: F401

@@ -38,7 +38,7 @@ from allot.kernel.context import ContextSnapshot
 from allot.kernel.db.bulk_insert import insert_rows
 from allot.kernel.events.outbox import NewEvent, publish_many
 from allot.kernel.i18n import N_
-from allot.kernel.ids import new_id
+from allot.kernel.ids import new_ids
 
 from . import events
 from .models import Contact, Customer, TimelineEntry
@@ -164,13 +164,14 @@ async def intake_many(
     new_cards: dict[uuid.UUID, dict[str, Any]] = {}
     contacts: list[dict[str, Any]] = []
     made_by: dict[uuid.UUID, int] = {}  # card -> the first person who made or changed it
+    card_ids = iter(new_ids(len(people)))  # made at once; those no new card needs go unused
     for position, (person, keys) in enumerate(keyed):
         name = clean_name(person.name)
         if name is None and not keys:
             raise ValueError("A person needs a name, a phone or an e-mail")
         owner = next((holder[key] for key in keys if key in holder), None)
         if owner is None:
-            card = _Card(new_id(), new=True, name=name)
+            card = _Card(next(card_ids), new=True, name=name)
             cards[card.id] = card
             new_cards[card.id] = {
                 "id": card.id,
@@ -199,7 +200,7 @@ async def intake_many(
             holder[(kind, value)] = card.id
             contacts.append(
                 {
-                    "id": new_id(),
+                    "id": None,  # below, all at once
                     "customer_id": card.id,
                     "kind": kind,
                     "value": value,
@@ -214,6 +215,8 @@ async def intake_many(
         result.customer_ids.append(card.id)
     if new_cards:
         await insert_rows(session, CARDS, list(new_cards.values()))
+    for contact, contact_id in zip(contacts, new_ids(len(contacts)), strict=True):
+        contact["id"] = contact_id
     if contacts:
         # A key claimed meanwhile by a concurrent intake fails this INSERT (UNIQUE): see above.
         await insert_rows(session, CONTACTS, contacts)
@@ -240,7 +243,7 @@ async def intake_many(
             TIMELINE,
             [
                 {
-                    "id": new_id(),
+                    "id": entry_id,
                     "customer_id": card_id,
                     "occurred_at": now,
                     "kind": "customer.created",
@@ -248,7 +251,7 @@ async def intake_many(
                     "reference": None,
                     "data": data,
                 }
-                for card_id in new_cards
+                for card_id, entry_id in zip(new_cards, new_ids(len(new_cards)), strict=True)
             ],
         )
     await publish_many(
@@ -257,11 +260,11 @@ async def intake_many(
             NewEvent(
                 type=events.CUSTOMER_CREATED,
                 aggregate_type=events.CUSTOMER_AGGREGATE,
-                aggregate_id=card_id,
-                payload={"customer_id": str(card_id), "kind": "person", "source": source},
+                aggregate_id=card_text,  # the outbox stores str(aggregate_id): made once
+                payload={"customer_id": card_text, "kind": "person", "source": source},
                 caller=callers[made_by[card_id]] if callers else None,
             )
-            for card_id in new_cards
+            for card_id, card_text in ((card_id, str(card_id)) for card_id in new_cards)
         ]
         + [
             NewEvent(

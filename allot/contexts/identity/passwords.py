@@ -20,8 +20,10 @@ MAX_PASSWORD_LENGTH = 1024  # argon2 takes any length; a cap keeps hashing from 
 
 _hasher = PasswordHasher()
 # Verified against when the account does not exist, so "no such user" and "wrong password"
-# take the same time and an attacker cannot enumerate e-mail addresses by timing.
-_dummy_hash = _hasher.hash("allot-timing-equaliser")
+# take the same time and an attacker cannot enumerate e-mail addresses by timing. Made on first
+# need (in the worker thread), not at import: hashing costs ≈0.35 s, which every process would
+# pay at start-up, including the relay and timers that never see a login.
+_dummy_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +36,7 @@ def use_hasher(hasher: PasswordHasher) -> PasswordHasher:
     """Swap the hasher (cost parameters); returns the previous one."""
     global _hasher, _dummy_hash
     previous, _hasher = _hasher, hasher
-    _dummy_hash = hasher.hash("allot-timing-equaliser")
+    _dummy_hash = None
     return previous
 
 
@@ -61,5 +63,8 @@ def _verify(stored_hash: str | None, password: str) -> Verification:
 
 
 def _burn_time(password: str) -> None:
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = _hasher.hash("allot-timing-equaliser")
     with contextlib.suppress(VerificationError):
         _hasher.verify(_dummy_hash, password)

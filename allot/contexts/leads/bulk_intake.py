@@ -38,7 +38,7 @@ from allot.kernel.context import current_actor
 from allot.kernel.db.bulk_insert import insert_rows
 from allot.kernel.db.engine import Database
 from allot.kernel.events.outbox import NewEvent, publish_many
-from allot.kernel.ids import new_id
+from allot.kernel.ids import new_id, new_ids
 
 from . import events
 from . import repository as repo
@@ -116,8 +116,7 @@ def _dedup(
 ) -> list[_Accepted]:
     accepted: list[_Accepted] = []
     taken = dict(existing)
-    for index, new in enumerate(rows):
-        lead_id = new_id()
+    for index, (new, lead_id) in enumerate(zip(rows, new_ids(len(rows)), strict=True)):
         if new.external_id is not None:
             key = (new.source, new.external_id)
             holder = taken.get(key)
@@ -282,11 +281,12 @@ async def _take_in(
             result.offered += 1
         else:
             result.waiting += 1
-        ids = {"lead_id": lead_text, "customer_id": str(customer_id)}
+        customer_text = str(customer_id)
+        ids = {"lead_id": lead_text, "customer_id": customer_text}
         activities.append(
             {
                 **by_actor,
-                "id": new_id(),
+                "id": None,  # below, all at once
                 "lead_id": row.lead_id,
                 "kind": "created",
                 "to_status": status,
@@ -311,14 +311,14 @@ async def _take_in(
                     "term_months": values["term_months"],
                     "first_response_due_at": due_text[row.new.source],
                 },
-                partition_key=customer_id,
+                partition_key=customer_text,  # stored as str(): the text made once above
             )
         )
         if agent_id is not None:
             activities.append(
                 {
                     **by_actor,
-                    "id": new_id(),
+                    "id": None,
                     "lead_id": row.lead_id,
                     "kind": "assigned",
                     "to_status": None,
@@ -332,9 +332,11 @@ async def _take_in(
                     aggregate_type=events.AGGREGATE,
                     aggregate_id=lead_text,
                     payload={**ids, "agent_id": str(agent_id), "previous_agent_id": None},
-                    partition_key=customer_id,
+                    partition_key=customer_text,  # stored as str(): the text made once above
                 )
             )
+    for activity, activity_id in zip(activities, new_ids(len(activities)), strict=True):
+        activity["id"] = activity_id
     # A pair taken by a concurrent writer since `_existing_leads` fails here (L1) and aborts the
     # batch as a whole; the caller runs it again.
     await insert_rows(session, LEADS, leads)

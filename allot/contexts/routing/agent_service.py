@@ -11,9 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from allot.contexts import audit, identity
-from allot.contexts.routing import engine, events, membership
+from allot.contexts.routing import engine, events, membership, mirror
 from allot.contexts.routing import repository as repo
-from allot.contexts.routing.engine import Moment
+from allot.contexts.routing.flow import Moment
 from allot.contexts.routing.models import (
     Agent,
     AgentKindLoad,
@@ -279,7 +279,7 @@ async def set_status(
     agent.status_changed_at = at.now
     await session.flush()
     state = await repo.load_agent_state(session, agent.id)
-    await repo.sync_memberships(session, state, at.today, at.month)
+    await mirror.sync_memberships(session, state, at.today, at.month)
     await audit.record(
         session,
         action="routing.agent.status_changed",
@@ -414,7 +414,7 @@ async def _after_availability_change(
     so this is where its timeline row is written (`change`: updated, status, leave, shift)."""
     _record_timeline(session, agent, at, change)
     state = await repo.load_agent_state(session, agent.id)
-    await repo.sync_memberships(session, state, at.today, at.month)
+    await mirror.sync_memberships(session, state, at.today, at.month)
     if agent.can_take_work:
         await timers.cancel(session, f"reclaim:{agent.id}")
         await engine.fill_agent(session, agent.id, at)

@@ -4,23 +4,23 @@ pass in the same transaction, through the engine (engine.py keeps the invariants
 
 from __future__ import annotations
 
+import functools
 import uuid
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.contexts.routing import events
 from allot.contexts.routing import repository as repo
 from allot.contexts.routing.engine import (
-    Moment,
-    RouteResult,
     _end_offer,
-    _mirror,
-    _publish_item,
     _release,
     fill_agent,
+    release_and_fill,
     reroute,
 )
+from allot.contexts.routing.flow import Moment, RouteResult, mirror_item, publish_item
 from allot.contexts.routing.models import WorkItem
 from allot.kernel import timers
 from allot.kernel.ids import new_id
@@ -37,7 +37,52 @@ async def close_item(session: AsyncSession, item: WorkItem, to_state: str, at: M
         closed_at=at.now,
     ):
         return False
-    _mirror(item, state=to_state, closed_at=at.now)
+    mirror_item(item, state=to_state, closed_at=at.now)
+    await _closed(session, item, previous_state, owner, to_state, at)
+    return True
+
+
+async def close_assigned(session: AsyncSession, reference: str, to_state: str, at: Moment) -> bool:
+    """`close_item` for an item found by reference, when it is assigned (the usual completion):
+    closed, its row locked (the item first, as on every path) and read back in one UPDATE.
+    False when no assigned item has that reference: the caller locks it and closes it as usual
+    (waiting, offered, closed already, or none)."""
+    params = {"p_reference": reference, "p_state": to_state, "p_now": at.now}
+    options = {"populate_existing": True}
+    result = await session.execute(_close_assigned_statement(), params, execution_options=options)
+    item: WorkItem | None = result.scalars().first()
+    if item is None:
+        return False
+    await _closed(session, item, "assigned", item.owner_agent_id, to_state, at)
+    return True
+
+
+@functools.cache
+def _close_assigned_statement() -> Any:
+    closing = (
+        update(repo.ITEMS)
+        .where(
+            repo.ITEMS.c.reference == bindparam("p_reference"),
+            repo.ITEMS.c.state == repo.sql_constant("assigned"),
+        )
+        .values(
+            state=bindparam("p_state", type_=repo.ITEMS.c.state.type),
+            closed_at=bindparam("p_now", type_=repo.ITEMS.c.closed_at.type),
+        )
+        .returning(*repo.ITEMS.c)
+    )
+    return select(WorkItem).from_statement(closing)
+
+
+async def _closed(
+    session: AsyncSession,
+    item: WorkItem,
+    previous_state: str,
+    owner: uuid.UUID | None,
+    to_state: str,
+    at: Moment,
+) -> None:
+    """What follows an item's closing: its timers, offers, event and its owner's capacity."""
     await timers.cancel(session, f"frt:{item.id}")
     if item.rule_set_id is not None:
         await timers.cancel(session, f"esc:{item.id}")
@@ -48,11 +93,9 @@ async def close_item(session: AsyncSession, item: WorkItem, to_state: str, at: M
         "completed": events.ITEM_COMPLETED,
         "expired": events.ITEM_EXPIRED,
     }.get(to_state, events.ITEM_CANCELLED)
-    await _publish_item(session, event_type, item, state=to_state)
+    await publish_item(session, event_type, item, state=to_state)
     if previous_state == "assigned" and owner is not None:
-        await _release(session, owner, item, at)
-        await fill_agent(session, owner, at)
-    return True
+        await release_and_fill(session, owner, item, at)
 
 
 async def unassign(
@@ -77,8 +120,8 @@ async def unassign(
         first_response_due_at=fresh_due,
     ):
         return RouteResult(item.state)
-    _mirror(item, state="waiting", owner_agent_id=None, assigned_at=None,
-            first_response_due_at=fresh_due)  # fmt: skip
+    mirror_item(item, state="waiting", owner_agent_id=None, assigned_at=None,
+                first_response_due_at=fresh_due)  # fmt: skip
     await timers.cancel(session, f"frt:{item.id}")
     if exclude_owner:  # recorded like a decline so the item never returns to this agent
         await repo.insert_offer(
@@ -95,7 +138,7 @@ async def unassign(
             },
         )
     await _release(session, owner, item, at)
-    await _publish_item(session, events.ITEM_UNASSIGNED, item, agent_id=str(owner), reason=reason)
+    await publish_item(session, events.ITEM_UNASSIGNED, item, agent_id=str(owner), reason=reason)
     result = await reroute(session, item, at)
     await fill_agent(session, owner, at)
     return result

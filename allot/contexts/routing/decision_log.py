@@ -28,6 +28,8 @@ from allot.contexts.routing.repository import (
     AGENTS,
     MEMBERS,
     OFFERS,
+    fixed_limit,
+    in_states,
 )
 from allot.kernel.db.deferred import defer_insert
 from allot.kernel.ids import new_id
@@ -51,7 +53,7 @@ def _excluded_statement(heavy: bool) -> Any:
         .join(MEMBERS, MEMBERS.c.agent_id == AGENTS.c.id)
         .where(MEMBERS.c.queue_id == bindparam("p_queue_id"), unable)
         .order_by(AGENTS.c.id)
-        .limit(bindparam("p_limit", SNAPSHOT_LIMIT + 1, literal_execute=True))
+        .limit(fixed_limit(SNAPSHOT_LIMIT + 1))
     )
 
 
@@ -71,7 +73,7 @@ def _lacking_requirement_statement() -> Any:
             ),
         )
         .order_by(MEMBERS.c.agent_id)
-        .limit(bindparam("p_limit", SNAPSHOT_LIMIT + 1, literal_execute=True))
+        .limit(fixed_limit(SNAPSHOT_LIMIT + 1))
     )
 
 
@@ -79,7 +81,7 @@ def _lacking_requirement_statement() -> Any:
 def _declined_statement() -> Any:
     return select(OFFERS.c.agent_id).where(
         OFFERS.c.item_id == bindparam("p_item_id"),
-        OFFERS.c.status.in_(NEVER_AGAIN_STATUSES),
+        in_states(OFFERS.c.status, NEVER_AGAIN_STATUSES),
     )
 
 

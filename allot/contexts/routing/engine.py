@@ -9,19 +9,16 @@ Where the invariants of models.py are kept:
 - I2 one owner: `repository.claim_item` (conditional UPDATE on state).
 - I3 offers: the partial unique index on pending offers, `set_offer_status` (pending -> x once)
   and the exclusion in `top_candidates` / `backlog_probe.next_backlog_item`.
-- I4 membership mirror: `repository.sync_memberships` after every agent state change.
+- I4 membership mirror: `mirror.sync_memberships` after every agent state change.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from allot.contexts.routing import (
     backlog_probe,
@@ -29,16 +26,16 @@ from allot.contexts.routing import (
     escalation,
     events,
     explain,
+    mirror,
     rule_catalog,
 )
 from allot.contexts.routing import queue_catalog as catalog
 from allot.contexts.routing import repository as repo
 from allot.contexts.routing.decision import get_scorer, rank, vt_step
+from allot.contexts.routing.flow import Moment, RouteResult, item_payload, mirror_item, publish_item
 from allot.contexts.routing.models import WorkItem
 from allot.contexts.routing.queue_catalog import QueueRules
 from allot.kernel import timers
-from allot.kernel.clock import utcnow
-from allot.kernel.config import get_settings
 from allot.kernel.events import publish
 from allot.kernel.ids import new_id
 
@@ -50,55 +47,6 @@ OFFER_EXPIRY = "routing.offer_expiry"
 FIRST_RESPONSE_DUE = "routing.first_response_due"
 RECLAIM = "routing.reclaim"
 BACKLOG_SWEEP_OF_AGENT = "routing.backlog_pass"  # one agent's backlog pass, after a commit
-
-
-@dataclass(slots=True)
-class RouteResult:
-    state: str  # "assigned" | "offered" | "waiting" | <terminal state>
-    agent_id: uuid.UUID | None = None
-    offer_ids: list[uuid.UUID] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class Moment:
-    """One reading of the clock, with the business day and month quotas are counted in."""
-
-    now: datetime
-    today: date
-    month: str
-
-    @classmethod
-    def read(cls) -> Moment:
-        now = utcnow()
-        local = now.astimezone(ZoneInfo(get_settings().business_timezone))
-        return cls(now=now, today=local.date(), month=local.strftime("%Y-%m"))
-
-
-def _item_payload(item: WorkItem | Any, **extra: Any) -> dict[str, Any]:
-    return {
-        "item_id": str(item.id),
-        "reference": item.reference,
-        "kind": item.kind,
-        "queue_id": str(item.queue_id) if item.queue_id else None,
-        **extra,
-    }
-
-
-async def _publish_item(session: AsyncSession, type_: str, item: Any, **extra: Any) -> None:
-    await publish(
-        session,
-        type=type_,
-        aggregate_type="routing.item",
-        aggregate_id=item.id,
-        payload=_item_payload(item, **extra),
-    )
-
-
-def _mirror(item: WorkItem, **values: Any) -> None:
-    """Show on the loaded item what a conditional UPDATE just wrote, without marking it changed:
-    assigning the attributes would make the session write them all again at its next flush."""
-    for name, value in values.items():
-        set_committed_value(item, name, value)
 
 
 # -- placing an item -------------------------------------------------------------------------
@@ -134,7 +82,7 @@ async def route(
         if offer_ids:
             result = RouteResult("offered", offer_ids=offer_ids)
     if result is None:
-        await _publish_item(session, events.ITEM_WAITING, item, reason="no_eligible_agent")
+        await publish_item(session, events.ITEM_WAITING, item, reason="no_eligible_agent")
         result = RouteResult("waiting")
     await _log_decision(session, item, queue, at, trigger, result, ranked, chosen, policy, rules)
     if result.state == "waiting" and rule is not None:
@@ -214,7 +162,7 @@ async def _assign_to_first(
 ) -> uuid.UUID | None:
     for candidate in ranked[:DIRECT_CANDIDATES]:
         agent_id: uuid.UUID = candidate.agent_id
-        if await _assign_to(session, item, queue, agent_id, at, candidate.kind_capped):
+        if await _assign_to(session, item, queue, agent_id, at, candidate.kind_capped) is not None:
             return agent_id
     return None
 
@@ -228,9 +176,15 @@ async def _reserve(
     kind_capped: bool | None,
     *,
     counts_as_assignment: bool,
-) -> bool:
+    released: Any | None = None,
+) -> Any | None:
     """Reserve the item's weight on the agent (I1) and mirror the agent into its queues (I4),
-    the agent taking a turn in `queue` (weighted round robin: decision.vt_step)."""
+    the agent taking a turn in `queue` (weighted round robin: decision.vt_step). Returns the
+    agent's state after the reservation, or None when it did not happen.
+
+    `released`: the agent's state after a release whose mirror is not written yet; it is
+    written here either way, as part of the reservation's mirror or, without a reservation, on
+    its own."""
     state = await repo.reserve_capacity(
         session,
         agent_id=agent_id,
@@ -243,10 +197,15 @@ async def _reserve(
         kind_capped=kind_capped,
     )
     if state is None:
-        return False
+        if released is not None:
+            await mirror.sync_memberships(session, released, at.today, at.month)
+        return None
     turn = (queue.id, vt_step(state.weight))
-    await repo.sync_memberships(session, state, at.today, at.month, reshuffle=True, advance=turn)
-    return True
+    turned = released is not None and repo.takes_work(released, at.today, at.month)
+    await mirror.sync_memberships(
+        session, state, at.today, at.month, reshuffle=True, advance=turn, turned_eligible=turned
+    )
+    return state
 
 
 async def _assign_to(
@@ -256,19 +215,23 @@ async def _assign_to(
     agent_id: uuid.UUID,
     at: Moment,
     kind_capped: bool | None = None,
-) -> bool:
-    if not await _reserve(
-        session, item, queue, agent_id, at, kind_capped, counts_as_assignment=True
-    ):
-        return False  # lost a race for this agent's last slot; the caller tries the next one
+    released: Any | None = None,
+) -> Any | None:
+    """Assign the item to the agent: the agent's state after it, or None (not assigned)."""
+    state = await _reserve(
+        session, item, queue, agent_id, at, kind_capped, counts_as_assignment=True,
+        released=released,
+    )  # fmt: skip
+    if state is None:
+        return None  # lost a race for this agent's last slot; the caller tries the next one
     if not await repo.claim_item(
         session, item_id=item.id, agent_id=agent_id, from_states=("waiting",), now=at.now
     ):
         await _release(session, agent_id, item, at)
-        return False
-    _mirror(item, state="assigned", owner_agent_id=agent_id, assigned_at=at.now)
+        return None
+    mirror_item(item, state="assigned", owner_agent_id=agent_id, assigned_at=at.now)
     await _on_assigned(session, item, queue, agent_id, at, via="direct")
-    return True
+    return state
 
 
 async def _on_assigned(
@@ -291,7 +254,7 @@ async def _on_assigned(
             {"item_id": str(item.id), "agent_id": str(agent_id)},
             key=f"frt:{item.id}",
         )
-    await _publish_item(
+    await publish_item(
         session,
         events.ITEM_ASSIGNED,
         item,
@@ -315,11 +278,11 @@ async def _offer_to_best(
     for candidate in ranked:
         if len(offer_ids) >= size:
             break
-        offer_id = await _offer_to(
+        offered = await _offer_to(
             session, item, queue, candidate.agent_id, at, candidate.kind_capped
         )
-        if offer_id is not None:
-            offer_ids.append(offer_id)
+        if offered is not None:
+            offer_ids.append(offered[0])
             agents.append(candidate.agent_id)
     if offer_ids:
         moved = await repo.set_item_state(
@@ -327,9 +290,9 @@ async def _offer_to_best(
         )
         if not moved:
             raise RuntimeError(f"Item {item.id} left 'waiting' while offers were being made")
-        _mirror(item, state="offered")
+        mirror_item(item, state="offered")
         expires = at.now + timedelta(seconds=queue.offer_timeout_seconds)
-        await _publish_item(
+        await publish_item(
             session,
             events.ITEM_OFFERED,
             item,
@@ -346,10 +309,14 @@ async def _offer_to(
     agent_id: uuid.UUID,
     at: Moment,
     kind_capped: bool | None = None,
-) -> uuid.UUID | None:
-    if not await _reserve(
-        session, item, queue, agent_id, at, kind_capped, counts_as_assignment=False
-    ):
+    released: Any | None = None,
+) -> tuple[uuid.UUID, Any] | None:
+    """Offer the item to the agent: (the offer's id, the agent's state after it), or None."""
+    state = await _reserve(
+        session, item, queue, agent_id, at, kind_capped, counts_as_assignment=False,
+        released=released,
+    )  # fmt: skip
+    if state is None:
         return None
     offer_id = new_id()
     expires = at.now + timedelta(seconds=queue.offer_timeout_seconds)
@@ -368,7 +335,7 @@ async def _offer_to(
     await timers.schedule(
         session, OFFER_EXPIRY, expires, {"offer_id": str(offer_id)}, key=f"offer:{offer_id}"
     )
-    return offer_id
+    return offer_id, state
 
 
 # -- capacity freed: the backlog pass ---------------------------------------------------------
@@ -376,33 +343,54 @@ async def _release(session: AsyncSession, agent_id: uuid.UUID, item: Any, at: Mo
     state = await repo.release_capacity(
         session, agent_id=agent_id, weight=item.weight, kind=item.kind, now=at.now
     )
-    await repo.sync_memberships(session, state, at.today, at.month)
+    await mirror.sync_memberships(session, state, at.today, at.month)
 
 
-async def fill_agent(session: AsyncSession, agent_id: uuid.UUID, at: Moment) -> int:
-    """Give an agent with spare capacity the best waiting items of its queues, now."""
+async def release_and_fill(
+    session: AsyncSession, agent_id: uuid.UUID, item: Any, at: Moment
+) -> int:
+    """`_release` then `fill_agent`, as one flow: the release's membership mirror is written
+    with the first reservation's (one UPDATE of the agent's rows instead of two)."""
+    released = await repo.release_capacity(
+        session, agent_id=agent_id, weight=item.weight, kind=item.kind, now=at.now
+    )
+    return await fill_agent(session, agent_id, at, released=released)
+
+
+async def fill_agent(
+    session: AsyncSession, agent_id: uuid.UUID, at: Moment, *, released: Any | None = None
+) -> int:
+    """Give an agent with spare capacity the best waiting items of its queues, now.
+
+    `released`: the agent's state as a release just left it, its membership mirror not written
+    yet (`release_and_fill`); it is written by the first reservation's mirror, or on its own.
+    The agent's state is read once: then each reservation's UPDATE returns it (its row stays
+    locked by that UPDATE, so nothing else changes it meanwhile)."""
     placed = 0
+    state = released if released is not None else await repo.load_agent_state(session, agent_id)
+    unmirrored = released
     for _ in range(BACKLOG_PASS_LIMIT):
-        state = await repo.load_agent_state(session, agent_id)
-        spare = state.capacity - state.load
-        can_take = state.status == "available" and state.is_active and not state.on_leave
-        if not can_take or state.off_shift or spare <= 0:
+        if not repo.takes_work(state, at.today, at.month):
             break
-        if not repo.quota_ok(state, at.today, at.month):
-            break
-        head = await backlog_probe.next_backlog_item(session, agent_id, spare)
+        head = await backlog_probe.next_backlog_item(session, agent_id, state.capacity - state.load)
         if head is None:
             break
-        item = await session.get(WorkItem, head.id)
-        queue = await catalog.queue_rules(session, head.queue_id)
-        if item is None or queue is None:
+        item = head.item
+        queue = await catalog.queue_rules(session, item.queue_id) if item.queue_id else None
+        if queue is None:
             break
         if queue.offer_mode == "direct":
-            ok = await _assign_to(session, item, queue, agent_id, at)
+            reserved = await _assign_to(
+                session, item, queue, agent_id, at, head.kind_capped, released=unmirrored
+            )
         else:
-            ok = await _offer_single(session, item, queue, agent_id, at)
-        if not ok:
+            reserved = await _offer_single(
+                session, item, queue, agent_id, at, head.kind_capped, released=unmirrored
+            )
+        unmirrored = None  # _reserve wrote it
+        if reserved is None:
             break
+        state = reserved
         rules = await rule_catalog.rules_by_id(session, item.rule_set_id)
         decision_log.record(
             session,
@@ -418,25 +406,35 @@ async def fill_agent(session: AsyncSession, agent_id: uuid.UUID, at: Moment) -> 
             note="backlog_head",  # the agent had room; this was the best item waiting for it
         )
         placed += 1
+    if unmirrored is not None:
+        await mirror.sync_memberships(session, unmirrored, at.today, at.month)
     return placed
 
 
 async def _offer_single(
-    session: AsyncSession, item: WorkItem, queue: QueueRules, agent_id: uuid.UUID, at: Moment
-) -> bool:
-    offer_id = await _offer_to(session, item, queue, agent_id, at)
-    if offer_id is None:
-        return False
+    session: AsyncSession,
+    item: WorkItem,
+    queue: QueueRules,
+    agent_id: uuid.UUID,
+    at: Moment,
+    kind_capped: bool | None = None,
+    released: Any | None = None,
+) -> Any | None:
+    """Offer the item to this one agent: the agent's state after it, or None (not offered)."""
+    offered = await _offer_to(session, item, queue, agent_id, at, kind_capped, released)
+    if offered is None:
+        return None
+    offer_id, state = offered
     await repo.set_item_state(session, item.id, from_states=("waiting",), to_state="offered")
-    _mirror(item, state="offered")
-    await _publish_item(
+    mirror_item(item, state="offered")
+    await publish_item(
         session,
         events.ITEM_OFFERED,
         item,
         offer_ids=[str(offer_id)],
         expires_at=(at.now + timedelta(seconds=queue.offer_timeout_seconds)).isoformat(),
     )
-    return True
+    return state
 
 
 async def reroute(
@@ -445,7 +443,7 @@ async def reroute(
     """Route an item that just went back to waiting (declined, timed out, reclaimed)."""
     queue = await catalog.queue_rules(session, item.queue_id) if item.queue_id else None
     if queue is None or not queue.is_active:
-        await _publish_item(session, events.ITEM_WAITING, item, reason="no_queue")
+        await publish_item(session, events.ITEM_WAITING, item, reason="no_queue")
         decision_log.record(
             session, item_id=item.id, moment=at, trigger=trigger, outcome="waiting",
             queue_id=item.queue_id, rule_set_id=item.rule_set_id, policy="wait", note="no_queue",
@@ -478,7 +476,7 @@ async def accept_offer(
         raise RuntimeError(f"Offer {offer_id} was pending but its item was not offered")
     await timers.cancel(session, f"offer:{offer_id}")
     state = await repo.count_assignment(session, agent_id, at.today, at.month)
-    await repo.sync_memberships(session, state, at.today, at.month)
+    await mirror.sync_memberships(session, state, at.today, at.month)
     item = await session.get(WorkItem, offer.item_id, populate_existing=True)
     assert item is not None
     await publish(
@@ -486,7 +484,7 @@ async def accept_offer(
         type=events.OFFER_ACCEPTED,
         aggregate_type="routing.item",
         aggregate_id=item.id,
-        payload=_item_payload(item, offer_id=str(offer_id), agent_id=str(agent_id)),
+        payload=item_payload(item, offer_id=str(offer_id), agent_id=str(agent_id)),
     )
     for other in await repo.pending_offers_for_item(session, item.id):
         await _end_offer(session, other.id, "rescinded", at, reroute_item=False)
@@ -551,7 +549,7 @@ async def _end_offer(
         type=event_type,
         aggregate_type="routing.item",
         aggregate_id=item.id,
-        payload=_item_payload(item, offer_id=str(offer_id), agent_id=str(offer.agent_id)),
+        payload=item_payload(item, offer_id=str(offer_id), agent_id=str(offer.agent_id)),
     )
     if (
         reroute_item
@@ -559,7 +557,7 @@ async def _end_offer(
         and not await repo.pending_offers_for_item(session, item.id)
     ):
         await repo.set_item_state(session, item.id, from_states=("offered",), to_state="waiting")
-        _mirror(item, state="waiting")
+        mirror_item(item, state="waiting")
         await reroute(session, item, at)
     # The agent's capacity is free again: it may take other waiting work (not this item).
     await fill_agent(session, offer.agent_id, at)

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allot.contexts.routing import expressions
+from allot.contexts.routing import expressions, mirror
 from allot.contexts.routing import repository as repo
 from allot.contexts.routing.decision import tie_draw
 from allot.contexts.routing.models import EPOCH, Agent, Queue, QueueMember
@@ -37,7 +37,7 @@ def is_member(queue: Queue, agent: Agent) -> bool:
 
 
 # A membership's standing kept across a recomputation: (virtual_time, eligible). A new member
-# starts ineligible at 0, so the mirror (repository.sync_memberships) moves it up to where the
+# starts ineligible at 0, so the mirror (mirror.sync_memberships) moves it up to where the
 # queue's next member to be served started when it can take work; one that stays keeps its
 # turns taken.
 _Kept = dict[tuple[Any, Any], tuple[int, bool]]
@@ -77,7 +77,7 @@ async def refresh_agent(session: AsyncSession, agent: Agent, moment: Any) -> Non
             await _insert_member(session, queue, agent, kept)
     await session.flush()
     state = await repo.load_agent_state(session, agent.id)
-    await repo.sync_memberships(session, state, moment.today, moment.month)
+    await mirror.sync_memberships(session, state, moment.today, moment.month)
 
 
 async def refresh_queue(session: AsyncSession, queue: Queue, moment: Any) -> int:
@@ -93,5 +93,5 @@ async def refresh_queue(session: AsyncSession, queue: Queue, moment: Any) -> int
     await session.flush()
     for agent in members:
         state = await repo.load_agent_state(session, agent.id)
-        await repo.sync_memberships(session, state, moment.today, moment.month)
+        await mirror.sync_memberships(session, state, moment.today, moment.month)
     return len(members)

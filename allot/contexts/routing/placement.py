@@ -51,11 +51,12 @@ from allot.kernel.db.bulk_insert import insert_rows
 from allot.kernel.events.outbox import NewEvent, publish_many
 from allot.kernel.ids import new_id
 
-from . import decision_log, events, explain, rule_catalog
+from . import decision_log, events, explain, mirror, rule_catalog
 from . import repository as repo
 from .decision import Candidate, sort_key, tie_draw, vt_step
-from .engine import BACKLOG_SWEEP_OF_AGENT, DIRECT_CANDIDATES, FIRST_RESPONSE_DUE, Moment
+from .engine import BACKLOG_SWEEP_OF_AGENT, DIRECT_CANDIDATES, FIRST_RESPONSE_DUE
 from .escalation import ESCALATION
+from .flow import Moment
 from .models import BUSY
 from .queue_catalog import QueueRules
 from .repository import AGENTS, ITEMS
@@ -316,7 +317,7 @@ async def _reserve(
     states = (await session.execute(statement, params)).all()
     # Each agent takes one turn in the queue per item (weighted round robin), as the plan did.
     turns = {s.id: (queue.id, len(plan.chosen[s.id]) * vt_step(s.weight)) for s in states}
-    await repo.sync_memberships_many(
+    await mirror.sync_memberships_many(
         session, states, at.today, at.month, reshuffle=True, advance=turns
     )
     return {state.id for state in states}

@@ -21,7 +21,7 @@ from allot.contexts import audit
 from allot.contexts.routing import engine, events, expressions, membership
 from allot.contexts.routing import queue_catalog as catalog
 from allot.contexts.routing.decision import get_scorer
-from allot.contexts.routing.engine import Moment
+from allot.contexts.routing.flow import Moment
 from allot.contexts.routing.models import Queue, QueueMember, WorkItem
 from allot.contexts.routing.rules import RuleSetDefinition
 from allot.contexts.routing.schemas import QueueCreate, QueueOut, QueueStats, QueueUpdate

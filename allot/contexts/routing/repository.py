@@ -19,16 +19,16 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal_column,
     or_,
     select,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allot.contexts.routing.decision import Candidate, tie_draw, vt_step, weighted_load
+from allot.contexts.routing.decision import Candidate
 from allot.contexts.routing.models import (
     BUSY,
-    EPOCH,
     Agent,
     AgentKindLoad,
     Offer,
@@ -68,12 +68,8 @@ async def top_candidates(
     with_attributes: bool = False,
 ) -> list[Candidate]:
     """The best few eligible members of a queue, in strategy order: one ordered index range."""
-    stmt = _candidates_statement(strategy, with_attributes)
-    params = {
-        "p_queue_id": queue_id,
-        "p_item_id": item_id,
-        "p_limit": limit if weight == 1 else limit * 4,
-    }
+    stmt = _candidates_statement(strategy, with_attributes, limit if weight == 1 else limit * 4)
+    params = {"p_queue_id": queue_id, "p_item_id": item_id}
     rows = (await session.execute(stmt, params)).all()
     return [
         Candidate(
@@ -97,10 +93,28 @@ def literal_limit(value: int | None = None) -> Any:
     return bindparam("p_limit", value, type_=Integer(), literal_execute=True)
 
 
+def fixed_limit(value: int) -> Any:
+    """A LIMIT written into the SQL text when the statement is built (`literal_limit`'s plan,
+    without rendering the SQL again at every execution): for statements built once per limit."""
+    return literal_column(str(int(value)), Integer())
+
+
+def sql_constant(value: str) -> Any:
+    """A string constant written into the SQL text itself (only for our own constants): no
+    parameter for PostgreSQL's generic plan to guess at (backlog_probe.py), and no expanding
+    IN list for SQLAlchemy to render again at every execution of a statement built once."""
+    assert value.replace("_", "").isalnum(), value
+    return literal_column(f"'{value}'")
+
+
+def in_states(column: Any, states: Sequence[str]) -> Any:
+    return column.in_([sql_constant(state) for state in states])
+
+
 # The intake path's statements are built once (functools.cache) and run with bound parameters:
 # building and hashing a statement costs more than SQLite takes to run it.
 @functools.cache
-def _candidates_statement(strategy: str, with_attributes: bool) -> Any:
+def _candidates_statement(strategy: str, with_attributes: bool, limit: int) -> Any:
     columns: list[Any] = [
         MEMBERS.c.agent_id,
         MEMBERS.c.load,
@@ -124,14 +138,14 @@ def _candidates_statement(strategy: str, with_attributes: bool) -> Any:
             ~exists().where(
                 OFFERS.c.item_id == bindparam("p_item_id"),
                 OFFERS.c.agent_id == MEMBERS.c.agent_id,
-                OFFERS.c.status.in_(EXCLUDING_OFFER_STATUSES),
+                in_states(OFFERS.c.status, EXCLUDING_OFFER_STATUSES),
             ),
         )
         .order_by(*_ORDER[strategy])
-        # Rendered into the SQL, not sent as a parameter: PostgreSQL's generic plan for a
+        # Written into the SQL, not sent as a parameter: PostgreSQL's generic plan for a
         # prepared statement with an unknown LIMIT sorts the whole range instead of walking the
-        # index and stopping.
-        .limit(literal_limit())
+        # index and stopping. One statement per limit (a handful: the queue's offer mode).
+        .limit(fixed_limit(limit))
     )
 
 
@@ -220,12 +234,8 @@ async def reserve_capacity(
         )
         kind_reserved = kind_result.rowcount == 1
     if kind_capped is not False and not kind_reserved:
-        capped = await session.scalar(
-            select(func.count())
-            .select_from(KIND_LOADS)
-            .where(KIND_LOADS.c.agent_id == agent_id, KIND_LOADS.c.kind == kind)
-        )
-        if capped:
+        params = {"p_agent_id": agent_id, "p_kind": kind}
+        if await session.scalar(_kind_capped_statement(), params):
             return None
     stmt = _reserve_statement(counts_as_assignment)
     params = {"p_agent_id": agent_id, "p_weight": weight, "p_now": now, "p_today": today,
@@ -262,6 +272,18 @@ def _reserve_statement(counts_as_assignment: bool) -> Any:
 
 
 @functools.cache
+def _kind_capped_statement() -> Any:
+    return (
+        select(func.count())
+        .select_from(KIND_LOADS)
+        .where(
+            KIND_LOADS.c.agent_id == bindparam("p_agent_id"),
+            KIND_LOADS.c.kind == bindparam("p_kind"),
+        )
+    )
+
+
+@functools.cache
 def _reserve_kind_statement() -> Any:
     weight: Any = bindparam("p_weight")
     return (
@@ -279,40 +301,87 @@ async def count_assignment(
     session: AsyncSession, agent_id: uuid.UUID, today: date, month: str
 ) -> Any:
     """Quota bookkeeping when an offer (capacity already reserved) becomes an assignment."""
-    stmt = (
+    params = {"p_agent_id": agent_id, "p_today": today, "p_month": month}
+    return (await session.execute(_count_assignment_statement(), params)).first()
+
+
+@functools.cache
+def _count_assignment_statement() -> Any:
+    today: Any = bindparam("p_today", type_=AGENTS.c.quota_day.type)
+    return (
         update(AGENTS)
-        .where(AGENTS.c.id == agent_id)
-        .values(**_quota_increment(today, month))
+        .where(AGENTS.c.id == bindparam("p_agent_id"))
+        .values(**_quota_increment(today, bindparam("p_month")))
         .returning(*AGENT_STATE_COLUMNS)
     )
-    return (await session.execute(stmt)).first()
 
 
 async def release_capacity(
     session: AsyncSession, *, agent_id: uuid.UUID, weight: int, kind: str, now: datetime
 ) -> Any:
-    await _release_kind(session, agent_id, kind, weight)
-    stmt = (
+    """I1: take `weight` off the agent's load (and off its per-kind load if it caps `kind`).
+
+    Most agents cap no kind: the first UPDATE only matches an agent without a cap on `kind`, so
+    they cost one statement. One with a cap (or broken accounting) is released the way every
+    reservation locks: its per-kind row first, then the agent's (the failed UPDATE locked
+    nothing), so a release and a reservation of the same agent cannot deadlock."""
+    params = {"p_agent_id": agent_id, "p_weight": weight, "p_now": now, "p_kind": kind}
+    row = (await session.execute(_release_statement(uncapped_only=True), params)).first()
+    if row is None:
+        await _release_kind(session, agent_id, kind, weight)
+        del params["p_kind"]
+        row = (await session.execute(_release_statement(uncapped_only=False), params)).first()
+    if row is None:
+        raise RuntimeError(f"Capacity accounting broken for agent {agent_id}: load < {weight}")
+    return row
+
+
+@functools.cache
+def _release_statement(*, uncapped_only: bool) -> Any:
+    weight: Any = bindparam("p_weight", type_=Integer())
+    now: Any = bindparam("p_now", type_=AGENTS.c.idle_since.type)
+    conditions = [AGENTS.c.id == bindparam("p_agent_id"), AGENTS.c.load >= weight]
+    if uncapped_only:
+        conditions.append(
+            ~exists().where(
+                KIND_LOADS.c.agent_id == AGENTS.c.id,
+                KIND_LOADS.c.kind == bindparam("p_kind", type_=KIND_LOADS.c.kind.type),
+            )
+        )
+    return (
         update(AGENTS)
-        .where(AGENTS.c.id == agent_id, AGENTS.c.load >= weight)
+        .where(*conditions)
         .values(
             load=AGENTS.c.load - weight,
             idle_since=case((AGENTS.c.load - weight == 0, now), else_=AGENTS.c.idle_since),
         )
         .returning(*AGENT_STATE_COLUMNS)
     )
-    row = (await session.execute(stmt)).first()
-    if row is None:
-        raise RuntimeError(f"Capacity accounting broken for agent {agent_id}: load < {weight}")
-    return row
 
 
 async def _release_kind(session: AsyncSession, agent_id: uuid.UUID, kind: str, weight: int) -> None:
-    await session.execute(
+    params = {"p_agent_id": agent_id, "p_kind": kind, "p_weight": weight}
+    await session.execute(_release_kind_statement(), params)
+
+
+@functools.cache
+def _release_kind_statement() -> Any:
+    return (
         update(KIND_LOADS)
-        .where(KIND_LOADS.c.agent_id == agent_id, KIND_LOADS.c.kind == kind)
-        .values(load=KIND_LOADS.c.load - weight)
+        .where(
+            KIND_LOADS.c.agent_id == bindparam("p_agent_id"),
+            KIND_LOADS.c.kind == bindparam("p_kind"),
+        )
+        .values(load=KIND_LOADS.c.load - bindparam("p_weight", type_=Integer()))
     )
+
+
+def takes_work(row: Any, today: date, month: str) -> bool:
+    """Whether the agent (its state row) can take work now: its memberships' `eligible`."""
+    can_take = (
+        row.status == "available" and row.is_active and not row.on_leave and not row.off_shift
+    )
+    return bool(can_take and row.capacity > row.load and quota_ok(row, today, month))
 
 
 def quota_ok(row: Any, today: date, month: str) -> bool:
@@ -329,115 +398,13 @@ def quota_ok(row: Any, today: date, month: str) -> bool:
     return not (day_full or month_full)
 
 
-async def sync_memberships(
-    session: AsyncSession,
-    row: Any,
-    today: date,
-    month: str,
-    *,
-    reshuffle: bool = False,
-    advance: tuple[uuid.UUID, int] | None = None,
-) -> None:
-    """I4: mirror the agent's state into its membership rows (same transaction). `advance`
-    (queue, amount) moves the agent's virtual time in that queue: a reservation there."""
-    params = _mirror(row, today, month, reshuffle, advance)
-    await session.execute(_sync_members_statement(tuple(_mirrored(reshuffle))), params)
-
-
-async def sync_memberships_many(
-    session: AsyncSession,
-    rows: Sequence[Any],
-    today: date,
-    month: str,
-    *,
-    reshuffle: bool = False,
-    advance: dict[uuid.UUID, tuple[uuid.UUID, int]] | None = None,
-) -> None:
-    """`sync_memberships` for several agents, in one executemany (`advance` by agent id)."""
-    if rows:
-        moves = advance or {}
-        params = [_mirror(row, today, month, reshuffle, moves.get(row.id)) for row in rows]
-        await session.execute(_sync_members_statement(tuple(_mirrored(reshuffle))), params)
-
-
-def _mirrored(reshuffle: bool) -> list[str]:
-    columns = ["load", "spare", "eligible", "last_assigned_at", "idle_since", "weight",
-               "weighted_load"]  # fmt: skip
-    return [*columns, "shuffle"] if reshuffle else columns
-
-
-def _mirror(
-    row: Any, today: date, month: str, reshuffle: bool, advance: tuple[uuid.UUID, int] | None
-) -> dict[str, Any]:
-    can_take = (
-        row.status == "available" and row.is_active and not row.on_leave and not row.off_shift
-    )
-    spare = max(row.capacity - row.load, 0)
-    weight = float(row.weight)
-    values: dict[str, Any] = {
-        "load": row.load,
-        "spare": spare,
-        "eligible": bool(can_take and spare > 0 and quota_ok(row, today, month)),
-        "last_assigned_at": row.last_assigned_at or EPOCH,
-        "idle_since": row.idle_since or EPOCH,
-        "weight": weight,
-        "weighted_load": weighted_load(row.load, weight),
-    }
-    if reshuffle:
-        values["shuffle"] = tie_draw(row.id, values["last_assigned_at"], row.load)
-    queue_id, amount = advance if advance is not None else (None, 0)
-    return {
-        "p_agent_id": row.id,
-        "p_queue_id": queue_id,
-        "p_advance": amount,
-        "p_turn": vt_step(weight),
-        **{f"v_{name}": value for name, value in values.items()},
-    }
+async def load_agent_state(session: AsyncSession, agent_id: uuid.UUID) -> Any:
+    return (await session.execute(_agent_state_statement(), {"p_agent_id": agent_id})).one()
 
 
 @functools.cache
-def _sync_members_statement(columns: tuple[str, ...]) -> Any:
-    """The mirror UPDATE of one agent's membership rows, with their weighted round robin
-    position: a row that turns eligible starts no earlier than where the queue's next member to
-    be served (the lowest `turn_end` among the others eligible: one probe of
-    `ix_routing_members_round_robin`) started its turn, so time spent away, full or outside the
-    queue is not a credit of turns to take at once; the reserving queue's row then moves on by
-    `p_advance`, and `turn_end` is where the row's next turn ends (`p_turn`: its step)."""
-    others = MEMBERS.alias("others")
-    lowest = (
-        select(others.c.virtual_time)
-        .where(
-            others.c.queue_id == MEMBERS.c.queue_id,
-            others.c.eligible.is_(True),
-            others.c.agent_id != MEMBERS.c.agent_id,
-        )
-        .order_by(others.c.turn_end, others.c.virtual_time)  # ties: one answer everywhere
-        .limit(1)
-        .scalar_subquery()
-    )
-    eligible: Any = bindparam("v_eligible", type_=MEMBERS.c.eligible.type)
-    returning = and_(MEMBERS.c.eligible.is_(False), eligible.is_(True))
-    start = case(
-        (and_(returning, lowest > MEMBERS.c.virtual_time), lowest), else_=MEMBERS.c.virtual_time
-    )
-    moved = case(
-        (MEMBERS.c.queue_id == bindparam("p_queue_id", type_=MEMBERS.c.queue_id.type),
-         bindparam("p_advance", type_=MEMBERS.c.virtual_time.type)),
-        else_=0,
-    )  # fmt: skip
-    values: dict[str, Any] = {
-        name: bindparam(f"v_{name}", type_=MEMBERS.c[name].type) for name in columns
-    }
-    values["eligible"] = eligible
-    values["virtual_time"] = start + moved
-    values["turn_end"] = start + moved + bindparam("p_turn", type_=MEMBERS.c.turn_end.type)
-    return update(MEMBERS).where(MEMBERS.c.agent_id == bindparam("p_agent_id")).values(values)
-
-
-async def load_agent_state(session: AsyncSession, agent_id: uuid.UUID) -> Any:
-    return (
-        await session.execute(select(*AGENT_STATE_COLUMNS).where(AGENTS.c.id == agent_id))
-    ).one()
+def _agent_state_statement() -> Any:
+    return select(*AGENT_STATE_COLUMNS).where(AGENTS.c.id == bindparam("p_agent_id"))
 
 
 async def claim_item(
@@ -458,7 +425,7 @@ async def claim_item(
 def _claim_statement(from_states: tuple[str, ...]) -> Any:
     return (
         update(ITEMS)
-        .where(ITEMS.c.id == bindparam("p_item_id"), ITEMS.c.state.in_(from_states))
+        .where(ITEMS.c.id == bindparam("p_item_id"), in_states(ITEMS.c.state, from_states))
         .values(
             state="assigned",
             owner_agent_id=bindparam("p_agent_id"),
@@ -476,16 +443,30 @@ async def set_item_state(
     to_state: str,
     **values: Any,
 ) -> bool:
-    result: Any = await session.execute(
-        update(ITEMS)
-        .where(ITEMS.c.id == item_id, ITEMS.c.state.in_(from_states))
-        .values(state=to_state, **values)
-    )
+    stmt = _item_state_statement(tuple(from_states), tuple(values))
+    params = {"p_item_id": item_id, "v_state": to_state}
+    params.update({f"v_{name}": value for name, value in values.items()})
+    result: Any = await session.execute(stmt, params)
     return bool(result.rowcount == 1)
 
 
+@functools.cache
+def _item_state_statement(from_states: tuple[str, ...], columns: tuple[str, ...]) -> Any:
+    values = {name: bindparam(f"v_{name}", type_=ITEMS.c[name].type) for name in columns}
+    return (
+        update(ITEMS)
+        .where(ITEMS.c.id == bindparam("p_item_id"), in_states(ITEMS.c.state, from_states))
+        .values(state=bindparam("v_state", type_=ITEMS.c.state.type), **values)
+    )
+
+
 async def insert_offer(session: AsyncSession, values: dict[str, Any]) -> None:
-    await session.execute(insert(OFFERS).values(**values))
+    await session.execute(_insert_offer_statement(), values)
+
+
+@functools.cache
+def _insert_offer_statement() -> Any:
+    return insert(OFFERS)
 
 
 async def set_offer_status(
@@ -497,25 +478,49 @@ async def set_offer_status(
     agent_id: uuid.UUID | None = None,
 ) -> Any | None:
     """pending -> to_status, once. Returns the offer row, or None if it was no longer pending."""
-    conditions = [OFFERS.c.id == offer_id, OFFERS.c.status == "pending"]
-    if agent_id is not None:
-        conditions.append(OFFERS.c.agent_id == agent_id)
-    stmt = (
+    params = {"p_offer_id": offer_id, "p_status": to_status, "p_now": now, "p_agent_id": agent_id}
+    return (await session.execute(_offer_status_statement(agent_id is not None), params)).first()
+
+
+@functools.cache
+def _offer_status_statement(of_agent: bool) -> Any:
+    conditions = [
+        OFFERS.c.id == bindparam("p_offer_id"),
+        OFFERS.c.status == sql_constant("pending"),
+    ]
+    if of_agent:
+        conditions.append(OFFERS.c.agent_id == bindparam("p_agent_id"))
+    return (
         update(OFFERS)
         .where(*conditions)
-        .values(status=to_status, responded_at=now)
+        .values(
+            status=bindparam("p_status", type_=OFFERS.c.status.type),
+            responded_at=bindparam("p_now", type_=OFFERS.c.responded_at.type),
+        )
         .returning(OFFERS.c.id, OFFERS.c.item_id, OFFERS.c.agent_id, OFFERS.c.weight)
     )
-    return (await session.execute(stmt)).first()
 
 
 async def offer_item_id(session: AsyncSession, offer_id: uuid.UUID) -> uuid.UUID | None:
-    return await session.scalar(select(OFFERS.c.item_id).where(OFFERS.c.id == offer_id))
+    item_id: uuid.UUID | None = await session.scalar(
+        _offer_item_statement(), {"p_offer_id": offer_id}
+    )
+    return item_id
+
+
+@functools.cache
+def _offer_item_statement() -> Any:
+    return select(OFFERS.c.item_id).where(OFFERS.c.id == bindparam("p_offer_id"))
 
 
 async def lock_item(session: AsyncSession, item_id: uuid.UUID) -> None:
     """Row lock on PostgreSQL (SQLite's single writer already serialises)."""
-    await session.execute(select(ITEMS.c.id).where(ITEMS.c.id == item_id).with_for_update())
+    await session.execute(_lock_item_statement(), {"p_item_id": item_id})
+
+
+@functools.cache
+def _lock_item_statement() -> Any:
+    return select(ITEMS.c.id).where(ITEMS.c.id == bindparam("p_item_id")).with_for_update()
 
 
 async def lock_items_offered_to(session: AsyncSession, agent_id: uuid.UUID) -> None:
@@ -536,12 +541,18 @@ async def lock_items_offered_to(session: AsyncSession, agent_id: uuid.UUID) -> N
 
 
 async def pending_offers_for_item(session: AsyncSession, item_id: uuid.UUID) -> list[Any]:
-    stmt = (
+    return list((await session.execute(_item_offers_statement(), {"p_item_id": item_id})).all())
+
+
+@functools.cache
+def _item_offers_statement() -> Any:
+    return (
         select(OFFERS.c.id, OFFERS.c.agent_id, OFFERS.c.weight)
-        .where(OFFERS.c.item_id == item_id, OFFERS.c.status == "pending")
+        .where(
+            OFFERS.c.item_id == bindparam("p_item_id"), OFFERS.c.status == sql_constant("pending")
+        )
         .order_by(OFFERS.c.id)
     )
-    return list((await session.execute(stmt)).all())
 
 
 async def pending_offers_for_agent(session: AsyncSession, agent_id: uuid.UUID) -> list[Any]:

@@ -18,7 +18,8 @@ from allot.contexts.routing import decision_log, events, explain, queue_service,
 from allot.contexts.routing import queue_catalog as catalog
 from allot.contexts.routing import repository as repo
 from allot.contexts.routing.decision import get_scorer, rank
-from allot.contexts.routing.engine import DIRECT_CANDIDATES, Moment
+from allot.contexts.routing.engine import DIRECT_CANDIDATES
+from allot.contexts.routing.flow import Moment
 from allot.contexts.routing.models import RuleSet, WorkItem
 from allot.contexts.routing.rule_catalog import Rules
 from allot.contexts.routing.rule_schemas import DryRunRequest, RuleSetCreate

@@ -6,17 +6,18 @@ in the caller's transaction and never commit.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.contexts.routing import closing, engine, rule_catalog
 from allot.contexts.routing import queue_catalog as catalog
 from allot.contexts.routing import repository as repo
-from allot.contexts.routing.engine import Moment
+from allot.contexts.routing.flow import Moment
 from allot.contexts.routing.models import Agent, Offer, WorkItem
 from allot.contexts.routing.schemas import SubmitResult
 from allot.kernel.db.engine import insert_ignoring_conflicts
@@ -88,27 +89,40 @@ async def item_by_reference(session: AsyncSession, reference: str) -> WorkItem |
 async def _locked_item(session: AsyncSession, reference: str) -> WorkItem:
     """The item, its row locked (PostgreSQL; the item first, as on every path) and read fresh
     under the lock: one statement."""
-    statement = (
-        select(WorkItem)
-        .where(WorkItem.reference == reference)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+    item: WorkItem | None = await session.scalar(
+        _locked_item_statement(), {"p_reference": reference}
     )
-    item = await session.scalar(statement)
     if item is None:
         raise NotFound(detail=f"No work item {reference!r}")
     return item
 
 
+@functools.cache
+def _locked_item_statement() -> Any:
+    # Built once: building and hashing the statement cost more than PostgreSQL takes to run it.
+    return (
+        select(WorkItem)
+        .where(WorkItem.reference == bindparam("p_reference"))
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
 async def complete(session: AsyncSession, reference: str) -> bool:
     """The work is done: the owner's capacity frees and the backlog moves, in this transaction."""
-    item = await _locked_item(session, reference)
-    return await closing.close_item(session, item, "completed", Moment.read())
+    return await _close(session, reference, "completed")
 
 
 async def cancel(session: AsyncSession, reference: str) -> bool:
+    return await _close(session, reference, "cancelled")
+
+
+async def _close(session: AsyncSession, reference: str, to_state: str) -> bool:
+    at = Moment.read()
+    if await closing.close_assigned(session, reference, to_state, at):
+        return True
     item = await _locked_item(session, reference)
-    return await closing.close_item(session, item, "cancelled", Moment.read())
+    return await closing.close_item(session, item, to_state, at)
 
 
 async def record_first_response(session: AsyncSession, reference: str) -> bool:

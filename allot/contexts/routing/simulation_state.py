@@ -276,7 +276,7 @@ class SimulationBase:
         reshuffle: bool = False,
         advance: tuple[uuid.UUID | None, int] | None = None,
     ) -> None:
-        """repository.sync_memberships: the mirror selection reads (I4), with the virtual time:
+        """mirror.sync_memberships: the mirror selection reads (I4), with the virtual time:
         a row turning eligible starts at the lowest other eligible member of its queue; the
         reserving queue's row (`advance`) then moves on."""
         today, month = self.day()

@@ -15,12 +15,8 @@ from allot.contexts.routing import (
     escalation,
     rule_catalog,
 )
-from allot.contexts.routing.engine import (
-    BACKLOG_SWEEP_OF_AGENT,
-    FIRST_RESPONSE_DUE,
-    OFFER_EXPIRY,
-    Moment,
-)
+from allot.contexts.routing.engine import BACKLOG_SWEEP_OF_AGENT, FIRST_RESPONSE_DUE, OFFER_EXPIRY
+from allot.contexts.routing.flow import Moment
 from allot.contexts.routing.models import Agent, Offer, Queue, WorkItem
 from allot.kernel.timers import Timer, timer_handler
 

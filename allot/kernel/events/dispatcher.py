@@ -15,6 +15,7 @@ Guarantees (the broker relay of a later issue keeps the same ones):
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import Sequence
 from datetime import timedelta
@@ -286,7 +287,7 @@ async def claim_due(
         update(OUTBOX_TABLE)
         .where(OUTBOX_TABLE.c.id.in_(due.scalar_subquery()))
         .values(claimed_until=now + timedelta(seconds=CLAIM_SECONDS))
-        .returning(*OUTBOX_TABLE.c)
+        .returning(*_event_columns())
     )
     if only_if is not None:
         claim = claim.where(only_if)
@@ -296,6 +297,14 @@ async def claim_due(
         rows = (await session.execute(claim)).all()
     # RETURNING comes in no particular order: consumers get the outbox order.
     return [Event.from_row(row) for row in sorted(rows, key=lambda r: (r.created_at, r.id))]
+
+
+@functools.cache
+def _event_columns() -> tuple[Any, ...]:
+    """What a claim returns: the columns an `Event` is made of. Returning the whole row converted
+    four more datetimes and the error text per event, about a fifth of a claim's cost."""
+    c = OUTBOX_TABLE.c
+    return (c.id, c.type, c.aggregatetype, c.aggregateid, c.payload, c.headers, c.created_at)
 
 
 async def mark_dispatched(database: Database, event_ids: Sequence[Any]) -> None:

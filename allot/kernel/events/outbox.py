@@ -105,12 +105,16 @@ def _outbox_rows(events: Iterable[NewEvent]) -> list[dict[str, Any]]:
     now = utcnow()
     occurred_at = now.isoformat()
     headers_of: dict[tuple[context.ContextSnapshot | None, Any], dict[str, Any]] = {}
+    callers: dict[context.ContextSnapshot | None, dict[str, Any]] = {}
     rows = []
     for event in events:
         key = (event.caller, event.partition_key)
         headers = headers_of.get(key)
         if headers is None:  # one document per caller and key: shared rows are encoded once
-            headers = headers_of[key] = _headers(event.caller)
+            base = callers.get(event.caller)
+            if base is None:  # the caller's context applied once, not once per key
+                base = callers[event.caller] = _headers(event.caller)
+            headers = headers_of[key] = dict(base)
             if event.partition_key is not None:
                 headers["partition_key"] = str(event.partition_key)
         rows.append(

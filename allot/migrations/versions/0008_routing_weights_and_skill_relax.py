@@ -60,7 +60,7 @@ def upgrade() -> None:
             batch_op.f("ix_routing_queues_base_queue_id"), ["base_queue_id"], unique=False
         )
 
-    # The mirror of each agent's weight (I4), as repository.sync_memberships writes it; the
+    # The mirror of each agent's weight (I4), as mirror.sync_memberships writes it; the
     # next turn ends one step on (the next sync of the agent writes the exact step).
     op.execute(
         "UPDATE routing_queue_members SET "

@@ -139,6 +139,38 @@ async def test_capacity_per_work_kind_is_respected(database, clock):
     await assert_invariants(database)
 
 
+async def test_a_kind_cap_holds_and_frees_in_the_backlog_pass(database, clock):
+    """Releases and backlog reservations of an agent with a per-kind cap: an uncapped kind's
+    release leaves the cap alone and the capped item waiting; the capped kind's release takes
+    the next one of that kind from the backlog (the cap read with the backlog head)."""
+    from sqlalchemy import select
+
+    from allot.contexts.routing.models import AgentKindLoad
+
+    async def callback_load() -> int:
+        async with database.reader() as session:
+            return await session.scalar(
+                select(AgentKindLoad.load).where(
+                    AgentKindLoad.agent_id == anna.id, AgentKindLoad.kind == "callback"
+                )
+            )
+
+    await make_queue(database, work_kinds=["lead", "callback"])
+    anna = await make_agent(database, capacity=5, capacity_by_kind={"callback": 1})
+    assert (await submit(database, kind="callback", reference="cb:1")).agent_id == anna.id
+    assert (await submit(database, kind="callback", reference="cb:2")).state == "waiting"
+    assert (await submit(database, kind="lead", reference="lead:1")).agent_id == anna.id
+    await complete(database, "lead:1")  # room for 4 more, none of them a callback
+    by_ref = {i.reference: i for i in await items(database)}
+    assert by_ref["cb:2"].state == "waiting"
+    assert ((await agent(database, anna.id)).load, await callback_load()) == (1, 1)
+    await complete(database, "cb:1")
+    by_ref = {i.reference: i for i in await items(database)}
+    assert by_ref["cb:2"].owner_agent_id == anna.id
+    assert ((await agent(database, anna.id)).load, await callback_load()) == (1, 1)
+    await assert_invariants(database)
+
+
 async def test_daily_quota_stops_assignments_until_the_next_day(database, clock):
     await make_queue(database)
     anna = await make_agent(database, capacity=10, daily_quota=2)

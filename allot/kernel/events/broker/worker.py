@@ -56,6 +56,7 @@ from allot.kernel.config import Settings
 from allot.kernel.db.engine import Database
 from allot.kernel.events.broker import codec
 from allot.kernel.events.broker.connection import (
+    BrokerAvailability,
     StopSignal,
     connect_until_stopped,
     connection_name,
@@ -178,6 +179,11 @@ class BrokerWorker:
         self._task: asyncio.Task[None] | None = None
         self._connection: AbstractRobustConnection | None = None
         self._runners: list[_QueueRunner] = []
+        # One warning when the broker goes away, one line when it is back, reconnect attempts
+        # with backoff and jitter in between (aio-pika then restores the consumers).
+        self._availability = BrokerAvailability(
+            connection_name("allot-worker", self.topology.namespace), self.url
+        )
 
     def _resolve_groups(self) -> dict[str, list[Consumer]]:
         known = consumer_groups(self.consumers)
@@ -215,11 +221,11 @@ class BrokerWorker:
         declared elsewhere with other arguments) is logged and tried again with backoff."""
         failures = 0
         while not self._stop.is_set:
-            name = connection_name("allot-worker", self.topology.namespace)
-            connection = await connect_until_stopped(self.url, name, self._stop)
+            connection = await connect_until_stopped(self._availability, self._stop)
             if connection is None:
                 return
             self._connection = connection
+            outages = self._availability.outages
             try:
                 await self._consume(connection)
                 return
@@ -227,7 +233,11 @@ class BrokerWorker:
                 failures += 1
                 self.setup_failures += 1
                 delay = reconnect_delay(failures)
-                log.error(
+                # The broker going away meanwhile has its own warning; anything else (a queue
+                # refused) is an error an operator must see.
+                lost = self._availability.down or self._availability.outages != outages
+                report = log.info if lost or not connection.connected.is_set() else log.error
+                report(
                     "worker could not start consuming; retrying",
                     error=f"{type(exc).__name__}: {exc}",
                     retry_in_s=round(delay, 2),
