@@ -13,6 +13,7 @@ from allot.kernel.db.engine import Database
 from allot.kernel.events import (
     ConsumerRegistry,
     Dispatcher,
+    Event,
     InboxEntry,
     OutboxEvent,
     pending_count,
@@ -214,6 +215,36 @@ async def test_a_non_durable_consumer_keeps_no_inbox_rows(database):
     assert len(seen) == 1
     async with database.reader() as session:
         assert await session.scalar(select(func.count()).select_from(InboxEntry)) == 0
+
+
+async def test_a_consumer_is_handed_only_the_events_it_takes_and_keeps_inbox_rows_for_those(
+    database,
+):
+    seen = []
+    consumers = ConsumerRegistry()
+
+    @consumers.subscribe(
+        "test.follow_late", "test.thing.happened", takes=lambda e: not e.payload.get("early")
+    )
+    async def follow(session, event):
+        seen.append(event.payload["n"])
+
+    skipped = await _publish(database, {"n": 1, "early": True})
+    taken = await _publish(database, {"n": 2})
+    dispatcher = Dispatcher(database, consumers)
+    assert await dispatcher.drain() == 2
+    assert seen == [2]
+    async with database.reader() as session:
+        inbox = set(await session.scalars(select(InboxEntry.message_id)))
+        statuses = set(await session.scalars(select(OutboxEvent.status)))
+    assert inbox == {taken}  # nothing applied for the skipped one: nothing to remember
+    assert statuses == {"dispatched"}  # the event is delivered, to whoever takes it
+    # Through the path a broker worker uses too: the skipped event is not applied.
+    async with database.reader() as session:
+        row = await session.get(OutboxEvent, skipped)
+    (consumer,) = consumers.all()
+    assert await dispatcher.apply(consumer, Event.from_row(row)) is False
+    assert seen == [2]
 
 
 async def test_one_failing_event_in_a_batch_does_not_undo_or_repeat_the_others(database, clock):

@@ -38,6 +38,14 @@ ENTRIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     LEAD_ASSIGNED: ("lead.assigned", N_("Lead assigned to an agent"), ("agent_id",)),
     NOTE_ADDED: ("lead.note_added", N_("Note on a lead: %(excerpt)s"), ("note_id", "excerpt")),
 }
+# A lead assigned as it was taken in: one entry says both (its `assignee_id` in the data).
+CREATED_AND_ASSIGNED_TITLE = N_("New lead from %(source)s, assigned to an agent")
+
+
+def _not_said_by_the_creation(event: Event) -> bool:
+    """The assignment made as a lead was taken in is told by the lead's "created" entry (its
+    `assignee_id`); a second entry of the same moment would only repeat it."""
+    return not (event.type == LEAD_ASSIGNED and event.payload.get("at_intake"))
 
 
 def _occurred_at(payload: dict[str, Any]) -> datetime | None:
@@ -65,7 +73,9 @@ async def _load_cards(session: AsyncSession, events: list[Event]) -> None:
     session.info[_LIVE_CARDS] = {i for i, card in cards.items() if card.merged_into_id is None}
 
 
-@subscribe("customers.timeline_from_leads", *ENTRIES, prepare=_load_cards)
+@subscribe(
+    "customers.timeline_from_leads", *ENTRIES, prepare=_load_cards, takes=_not_said_by_the_creation
+)
 async def lead_event_to_timeline(session: AsyncSession, event: Event) -> None:
     payload = event.payload
     customer_id = _customer_id(event)
@@ -81,6 +91,8 @@ async def lead_event_to_timeline(session: AsyncSession, event: Event) -> None:
         log.warning("lead event for an unknown customer", event_id=str(event.id))
         return
     kind, title, keys = ENTRIES[event.type]
+    if event.type == LEAD_CREATED and payload.get("assignee_id"):
+        title = CREATED_AND_ASSIGNED_TITLE
     lead_id = str(payload.get("lead_id") or "")
     data = {"lead_id": lead_id, **{key: payload.get(key) for key in keys}}
     await add_timeline_entry(

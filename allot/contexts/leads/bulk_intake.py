@@ -331,7 +331,12 @@ async def _take_in(
                     type=events.LEAD_ASSIGNED,
                     aggregate_type=events.AGGREGATE,
                     aggregate_id=lead_text,
-                    payload={**ids, "agent_id": str(agent_id), "previous_agent_id": None},
+                    payload={
+                        **ids,
+                        "agent_id": str(agent_id),
+                        "previous_agent_id": None,
+                        "at_intake": True,
+                    },
                     partition_key=customer_text,  # stored as str(): the text made once above
                 )
             )

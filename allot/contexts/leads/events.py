@@ -9,7 +9,9 @@ from typing import Any
 LEAD_CREATED = "leads.lead.created"
 LEAD_UPDATED = "leads.lead.updated"
 LEAD_STATUS_CHANGED = "leads.lead.status_changed"
-LEAD_ASSIGNED = "leads.lead.assigned"  # agent_id null: taken back from its assignee
+# agent_id null: taken back from its assignee; `at_intake` true: assigned as it was taken in
+# (the same moment as its `leads.lead.created`, whose `assignee_id` says so too).
+LEAD_ASSIGNED = "leads.lead.assigned"
 NOTE_ADDED = "leads.note.added"
 PIPELINE_CHANGED = "leads.pipeline.changed"
 SLA_POLICY_CHANGED = "leads.sla_policy.changed"

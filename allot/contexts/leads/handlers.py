@@ -41,11 +41,19 @@ async def _load_leads(session: AsyncSession, events: list[Event]) -> None:
         session.info[_PREPARED] = await repo.leads_by_ids(session, ids)  # type: ignore[arg-type]
 
 
+def _not_told_at_submit(event: Event) -> bool:
+    """An assignment made by the submit itself came back in its result: the intake wrote it on
+    the lead in the same transaction, so following it would be a no-op (and cost a unit of work,
+    an inbox row and a read of the lead per lead taken in)."""
+    return not (event.type == routing.events.ITEM_ASSIGNED and event.payload.get("at_submit"))
+
+
 @subscribe(
     "leads.on_routing_assignment",
     routing.events.ITEM_ASSIGNED,
     routing.events.ITEM_UNASSIGNED,
     prepare=_load_leads,
+    takes=_not_told_at_submit,
 )
 async def on_routing_assignment(session: AsyncSession, event: Event) -> None:
     payload = event.payload

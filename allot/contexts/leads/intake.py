@@ -374,7 +374,7 @@ async def record_intake(session: AsyncSession, lead: Lead, now: datetime) -> Non
             aggregate_type=events.AGGREGATE,
             aggregate_id=lead.id,
             payload=events.lead_payload(
-                lead, agent_id=str(lead.assignee_id), previous_agent_id=None
+                lead, agent_id=str(lead.assignee_id), previous_agent_id=None, at_intake=True
             ),
             partition_key=lead.customer_id,
         )

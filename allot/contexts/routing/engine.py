@@ -57,6 +57,7 @@ async def route(
     at: Moment,
     *,
     trigger: str = "submitted",
+    at_submit: bool = False,
 ) -> RouteResult:
     """Place a waiting item: assign it, offer it, or leave it waiting (and say so). Every call
     logs one decision (decision_log.py): the candidates as ranked, who was left out and why.
@@ -64,7 +65,10 @@ async def route(
     Nobody can take it: the item's rule says what then (rules.py `when_nobody_available`):
     wait; fall back to another queue at once (a second decision, trigger `fallback`); or wait and
     publish an escalation for the manager. Left unowned under rules, its escalation timer is set
-    (escalation.py)."""
+    (escalation.py).
+
+    `at_submit`: this route answers the item's submit (trigger "submitted", or a fallback of
+    one): an assignment made here is in the submitter's result, and its event says so."""
     rules = await rule_catalog.rules_by_id(session, item.rule_set_id)
     rule = escalation.rule_of(rules, item)
     policy = rule.when_nobody_available if rule is not None else "wait"
@@ -72,7 +76,9 @@ async def route(
     chosen: list[uuid.UUID] = []
     if queue.offer_mode == "direct":
         ranked = await _ranked_candidates(session, item, queue, DIRECT_CANDIDATES)
-        agent_id = await _assign_to_first(session, item, queue, at, ranked)
+        agent_id = await _assign_to_first(
+            session, item, queue, at, ranked, at_submit=at_submit or trigger == "submitted"
+        )
         if agent_id is not None:
             result, chosen = RouteResult("assigned", agent_id=agent_id), [agent_id]
     else:
@@ -89,7 +95,10 @@ async def route(
         if policy == "fallback" and rule.fallback_queue not in (None, queue.name):
             fallback = await catalog.queue_by_name(session, rule.fallback_queue or "")
             if fallback is not None and await escalation.move(session, item, queue_id=fallback.id):
-                return await route(session, item, fallback, at, trigger="fallback")
+                return await route(
+                    session, item, fallback, at, trigger="fallback",
+                    at_submit=at_submit or trigger == "submitted",
+                )  # fmt: skip
         elif policy == "escalate":
             await escalation.publish_escalated(
                 session, item, reason="nobody_available", notify=["manager"]
@@ -158,11 +167,20 @@ async def _ranked_candidates(
 
 
 async def _assign_to_first(
-    session: AsyncSession, item: WorkItem, queue: QueueRules, at: Moment, ranked: list[Any]
+    session: AsyncSession,
+    item: WorkItem,
+    queue: QueueRules,
+    at: Moment,
+    ranked: list[Any],
+    *,
+    at_submit: bool,
 ) -> uuid.UUID | None:
     for candidate in ranked[:DIRECT_CANDIDATES]:
         agent_id: uuid.UUID = candidate.agent_id
-        if await _assign_to(session, item, queue, agent_id, at, candidate.kind_capped) is not None:
+        assigned = await _assign_to(
+            session, item, queue, agent_id, at, candidate.kind_capped, at_submit=at_submit
+        )
+        if assigned is not None:
             return agent_id
     return None
 
@@ -216,6 +234,8 @@ async def _assign_to(
     at: Moment,
     kind_capped: bool | None = None,
     released: Any | None = None,
+    *,
+    at_submit: bool = False,
 ) -> Any | None:
     """Assign the item to the agent: the agent's state after it, or None (not assigned)."""
     state = await _reserve(
@@ -230,7 +250,7 @@ async def _assign_to(
         await _release(session, agent_id, item, at)
         return None
     mirror_item(item, state="assigned", owner_agent_id=agent_id, assigned_at=at.now)
-    await _on_assigned(session, item, queue, agent_id, at, via="direct")
+    await _on_assigned(session, item, queue, agent_id, at, via="direct", at_submit=at_submit)
     return state
 
 
@@ -242,6 +262,7 @@ async def _on_assigned(
     at: Moment,
     *,
     via: str,
+    at_submit: bool = False,
 ) -> None:
     due = item.first_response_due_at
     if due is None and queue is not None and queue.first_response_seconds:
@@ -260,6 +281,7 @@ async def _on_assigned(
         item,
         agent_id=str(agent_id),
         via=via,
+        at_submit=at_submit,
         first_response_due_at=due.isoformat() if due else None,
     )
 

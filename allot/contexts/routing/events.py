@@ -5,6 +5,8 @@ from __future__ import annotations
 
 ITEM_WAITING = "routing.item.waiting"
 ITEM_OFFERED = "routing.item.offered"
+# `at_submit` true: made by the item's submit and returned in its result, so the submitter
+# has recorded it already (its own consumer may skip the event).
 ITEM_ASSIGNED = "routing.item.assigned"
 ITEM_UNASSIGNED = "routing.item.unassigned"  # reclaimed from its owner; routed again
 ITEM_COMPLETED = "routing.item.completed"

@@ -534,6 +534,7 @@ async def _record_assignments(
                 callers[index] if callers else None,
                 agent_id=str(row["owner_agent_id"]),
                 via="direct",
+                at_submit=True,
                 first_response_due_at=due.isoformat() if due else None,
             )
         )

@@ -126,11 +126,12 @@ class Dispatcher:
         return len(events)
 
     def _by_consumer(self, events: list[Event]) -> list[tuple[Consumer, list[Event]]]:
-        """Each consumer with its events of the batch, in outbox order."""
+        """Each consumer with the events of the batch it takes, in outbox order."""
         grouped: dict[str, tuple[Consumer, list[Event]]] = {}
         for event in events:
             for consumer in self.consumers.consumers_for(event.type):
-                grouped.setdefault(consumer.name, (consumer, []))[1].append(event)
+                if consumer.wants(event):
+                    grouped.setdefault(consumer.name, (consumer, []))[1].append(event)
         return list(grouped.values())
 
     async def _deliver(
@@ -184,7 +185,12 @@ class Dispatcher:
 
     async def apply_many(self, consumer: Consumer, events: list[Event]) -> int:
         """Apply events for one consumer in one unit of work, each at most once (inbox).
-        Returns how many were applied (repeats are skipped)."""
+        Returns how many were applied (repeats, and events the consumer does not take, are
+        skipped)."""
+        if consumer.takes is not None:
+            events = [event for event in events if consumer.takes(event)]
+            if not events:
+                return 0
         applied = 0
         # A non-durable consumer only reads (live refreshes): a read-only session, so it never
         # takes the writer (SQLite) nor opens a transaction when it reads nothing.

@@ -15,6 +15,7 @@ from allot.kernel.events.outbox import Event
 
 Handler = Callable[[AsyncSession, Event], Awaitable[None]]
 Prepare = Callable[[AsyncSession, list[Event]], Awaitable[None]]
+Takes = Callable[[Event], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,14 @@ class Consumer:
     # loads what the handler will read for all of them at once (one query instead of one per
     # event); the handler must not depend on it for correctness.
     prepare: Prepare | None = None
+    # For a consumer that is a no-op for some events of its types, decided from the event
+    # alone (e.g. an assignment its own context recorded when the work was taken in): the
+    # others are never handed to it, so they cost it no unit of work and no inbox row (nothing
+    # is applied, so there is nothing to apply twice). It must be a pure function of the event.
+    takes: Takes | None = None
+
+    def wants(self, event: Event) -> bool:
+        return self.takes is None or self.takes(event)
 
 
 class ConsumerRegistry:
@@ -37,7 +46,12 @@ class ConsumerRegistry:
         self._consumers: dict[str, Consumer] = {}
 
     def subscribe(
-        self, name: str, *event_types: str, durable: bool = True, prepare: Prepare | None = None
+        self,
+        name: str,
+        *event_types: str,
+        durable: bool = True,
+        prepare: Prepare | None = None,
+        takes: Takes | None = None,
     ) -> Callable[[Handler], Handler]:
         if not event_types:
             raise ValueError("A consumer needs at least one event type")
@@ -47,7 +61,7 @@ class ConsumerRegistry:
             if existing is not None and existing.handler is not handler:
                 raise ValueError(f"Consumer name {name!r} is already taken")
             self._consumers[name] = Consumer(
-                name, frozenset(event_types), handler, durable, prepare
+                name, frozenset(event_types), handler, durable, prepare, takes
             )
             return handler
 

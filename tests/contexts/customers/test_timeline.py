@@ -33,9 +33,9 @@ def only_the_timeline_consumer() -> ConsumerRegistry:
     real leads handlers must not see."""
     (real,) = [c for c in registry.all() if c.name == CONSUMER]
     consumers = ConsumerRegistry()
-    consumers.subscribe(real.name, *real.event_types, durable=real.durable, prepare=real.prepare)(
-        real.handler
-    )
+    consumers.subscribe(
+        real.name, *real.event_types, durable=real.durable, prepare=real.prepare, takes=real.takes
+    )(real.handler)
     assert real.handler is handlers.lead_event_to_timeline
     return consumers
 
@@ -97,6 +97,33 @@ async def test_lead_events_become_entries_with_the_facts_and_the_time_they_happe
         russian = [entry_title(e.title, e.data) for e in lead_entries]
     assert russian[0] == "Новый лид из источника site"
     assert russian[2] == "Статус лида изменён: new → won"
+
+
+async def test_a_lead_assigned_as_it_was_taken_in_makes_one_entry_that_says_both(database):
+    ref = await intake(database, phone="+79123456789")
+    lead_id, agent_id = uuid.uuid4(), str(uuid.uuid4())
+    await lead_event(database, "leads.lead.created", ref.id, lead_id, source="site",
+                     status="new", assignee_id=agent_id)  # fmt: skip
+    await lead_event(database, "leads.lead.assigned", ref.id, lead_id, agent_id=agent_id,
+                     previous_agent_id=None, at_intake=True)  # fmt: skip
+    assert await deliver(database) == 3
+    (created,) = [e for e in await timeline(database, ref.id) if e.kind.startswith("lead.")]
+    assert created.kind == "lead.created"
+    assert created.data["assignee_id"] == agent_id
+    with using_locale("en"):
+        assert entry_title(created.title, created.data) == (
+            "New lead from site, assigned to an agent"
+        )
+    with using_locale("ru"):
+        assert entry_title(created.title, created.data) == (
+            "Новый лид из источника site, назначен агенту"
+        )
+    # A later assignment (no `at_intake`) is an entry of its own.
+    await lead_event(database, "leads.lead.assigned", ref.id, lead_id, agent_id=agent_id,
+                     previous_agent_id=None)  # fmt: skip
+    await deliver(database)
+    kinds = [e.kind for e in await timeline(database, ref.id)]
+    assert kinds.count("lead.assigned") == 1
 
 
 async def test_an_event_delivered_twice_makes_one_entry(database):

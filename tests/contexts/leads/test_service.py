@@ -6,13 +6,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from allot.contexts import customers, leads
 from allot.contexts.leads import events, handlers, pipeline, service
 from allot.contexts.leads.access import Viewer
 from allot.contexts.leads.pipeline import Pipeline, StatusDef
 from allot.kernel.errors import Conflict, ValidationFailed
-from allot.kernel.events import Dispatcher, Event
+from allot.kernel.events import Dispatcher, Event, InboxEntry
 from allot.kernel.timers import TimerRunner
 from tests.contexts.routing.helpers import agent as stored_agent
 from tests.contexts.routing.helpers import make_agent, set_status
@@ -222,11 +223,17 @@ async def test_a_routing_assignment_is_applied_once_however_often_it_arrives(dat
     dispatcher = Dispatcher(database)
     await dispatcher.drain()  # the intake's own assignment is on the lead already: no change
     assert len(await events_of(database, events.LEAD_ASSIGNED)) == 1
+    # Routing said so (made by the submit, in its result) and the consumer was not even handed
+    # it: no unit of work, no inbox row.
+    [at_intake] = await events_of(database, "routing.item.assigned")
+    assert at_intake.payload["at_submit"] is True
+    assert await inbox_of(database, "leads.on_routing_assignment") == []
     clock.advance(10)
     carl = await make_agent(database, capacity=1, status="offline")
     await set_status(database, carl.id, "available")  # takes the waiting lead at once
     [assignment] = [e for e in await events_of(database, "routing.item.assigned")
                     if e.payload["reference"] == f"lead:{waiting.id}"]  # fmt: skip
+    assert assignment.payload["at_submit"] is False  # made by the backlog, not the submit
     event = Event.from_row(assignment)
     for _ in range(2):
         async with database.transaction() as session:
@@ -241,6 +248,15 @@ async def test_a_routing_assignment_is_applied_once_however_often_it_arrives(dat
     assert (trail[1].before["assignee_id"], trail[1].after["assignee_id"]) == (None, str(carl.id))
     await dispatcher.drain()  # the real delivery of the same event changes nothing more
     assert [a.kind for a in await activities(database, waiting.id)] == ["created", "assigned"]
+    assert await inbox_of(database, "leads.on_routing_assignment") == [assignment.id]
+
+
+async def inbox_of(database, consumer):
+    async with database.reader() as session:
+        found = await session.scalars(
+            select(InboxEntry.message_id).where(InboxEntry.consumer == consumer)
+        )
+        return list(found)
 
 
 async def test_a_reclaimed_lead_follows_routing_and_ignores_stale_events(database, clock):
