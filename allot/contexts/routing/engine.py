@@ -6,7 +6,9 @@ together: the backlog is drained in the same flow, never by a polling sweep.
 
 Where the invariants of models.py are kept:
 - I1 capacity: `repository.reserve_capacity` / `release_capacity` (conditional UPDATEs).
-- I2 one owner: `repository.claim_item` (conditional UPDATE on state).
+- I2 one owner: `repository.claim_item` (conditional UPDATE on state); an item submitted and
+  assigned at once is INSERTed owned (`flow.insert_submitted`) after its agent's reservation:
+  no other transaction can see it before this one commits, so there is nothing to claim.
 - I3 offers: the partial unique index on pending offers, `set_offer_status` (pending -> x once)
   and the exclusion in `top_candidates` / `backlog_probe.next_backlog_item`.
 - I4 membership mirror: `mirror.sync_memberships` after every agent state change.
@@ -32,10 +34,18 @@ from allot.contexts.routing import (
 from allot.contexts.routing import queue_catalog as catalog
 from allot.contexts.routing import repository as repo
 from allot.contexts.routing.decision import get_scorer, rank, vt_step
-from allot.contexts.routing.flow import Moment, RouteResult, item_payload, mirror_item, publish_item
+from allot.contexts.routing.flow import (
+    Moment,
+    RouteResult,
+    insert_submitted,
+    item_payload,
+    mirror_item,
+    publish_item,
+)
 from allot.contexts.routing.models import WorkItem
 from allot.contexts.routing.queue_catalog import QueueRules
 from allot.kernel import timers
+from allot.kernel.errors import Conflict
 from allot.kernel.events import publish
 from allot.kernel.ids import new_id
 
@@ -58,6 +68,7 @@ async def route(
     *,
     trigger: str = "submitted",
     at_submit: bool = False,
+    unsaved: bool = False,
 ) -> RouteResult:
     """Place a waiting item: assign it, offer it, or leave it waiting (and say so). Every call
     logs one decision (decision_log.py): the candidates as ranked, who was left out and why.
@@ -68,7 +79,11 @@ async def route(
     (escalation.py).
 
     `at_submit`: this route answers the item's submit (trigger "submitted", or a fallback of
-    one): an assignment made here is in the submitter's result, and its event says so."""
+    one): an assignment made here is in the submitter's result, and its event says so.
+    `unsaved`: the submitted item's row is not written yet (direct mode only): it is INSERTed
+    assigned to the agent who takes it, or waiting when nobody does. (Its agent is then locked
+    before its reference's index entry; two concurrent submits of one reference may deadlock,
+    which PostgreSQL breaks and the unit of work retries: the retry finds the duplicate.)"""
     rules = await rule_catalog.rules_by_id(session, item.rule_set_id)
     rule = escalation.rule_of(rules, item)
     policy = rule.when_nobody_available if rule is not None else "wait"
@@ -77,10 +92,13 @@ async def route(
     if queue.offer_mode == "direct":
         ranked = await _ranked_candidates(session, item, queue, DIRECT_CANDIDATES)
         agent_id = await _assign_to_first(
-            session, item, queue, at, ranked, at_submit=at_submit or trigger == "submitted"
-        )
+            session, item, queue, at, ranked, at_submit=at_submit or trigger == "submitted",
+            unsaved=unsaved,
+        )  # fmt: skip
         if agent_id is not None:
             result, chosen = RouteResult("assigned", agent_id=agent_id), [agent_id]
+        elif unsaved:
+            await insert_submitted(session, item)
     else:
         size = 1 if queue.offer_mode == "offer" else max(1, queue.broadcast_size)
         ranked = await _ranked_candidates(session, item, queue, size + DIRECT_CANDIDATES)
@@ -130,7 +148,8 @@ async def _log_decision(
         queue_id=queue.id,
         weight=item.weight,
         moment=at,
-        item_id=item.id if item.times_routed or trigger != "submitted" else None,
+        # Only an item routed before can have been declined; a submitted one is new.
+        item_id=item.id if trigger != "submitted" else None,
     )
     decision_log.record(
         session,
@@ -174,12 +193,14 @@ async def _assign_to_first(
     ranked: list[Any],
     *,
     at_submit: bool,
+    unsaved: bool = False,
 ) -> uuid.UUID | None:
     for candidate in ranked[:DIRECT_CANDIDATES]:
         agent_id: uuid.UUID = candidate.agent_id
         assigned = await _assign_to(
-            session, item, queue, agent_id, at, candidate.kind_capped, at_submit=at_submit
-        )
+            session, item, queue, agent_id, at, candidate.kind_capped, at_submit=at_submit,
+            unsaved=unsaved,
+        )  # fmt: skip
         if assigned is not None:
             return agent_id
     return None
@@ -236,20 +257,32 @@ async def _assign_to(
     released: Any | None = None,
     *,
     at_submit: bool = False,
+    unsaved: bool = False,
 ) -> Any | None:
-    """Assign the item to the agent: the agent's state after it, or None (not assigned)."""
+    """Assign the item to the agent: the agent's state after it, or None (not assigned).
+    `unsaved`: the item's row is INSERTed here, assigned (`route`)."""
     state = await _reserve(
         session, item, queue, agent_id, at, kind_capped, counts_as_assignment=True,
         released=released,
     )  # fmt: skip
     if state is None:
         return None  # lost a race for this agent's last slot; the caller tries the next one
-    if not await repo.claim_item(
+    if unsaved:
+        try:
+            await insert_submitted(
+                session, item, state="assigned", owner_agent_id=agent_id, assigned_at=at.now,
+                times_routed=item.times_routed + 1,
+            )  # fmt: skip
+        except Conflict:
+            await _release(session, agent_id, item, at)  # should the caller go on regardless
+            raise
+    elif await repo.claim_item(
         session, item_id=item.id, agent_id=agent_id, from_states=("waiting",), now=at.now
     ):
+        mirror_item(item, state="assigned", owner_agent_id=agent_id, assigned_at=at.now)
+    else:
         await _release(session, agent_id, item, at)
         return None
-    mirror_item(item, state="assigned", owner_agent_id=agent_id, assigned_at=at.now)
     await _on_assigned(session, item, queue, agent_id, at, via="direct", at_submit=at_submit)
     return state
 

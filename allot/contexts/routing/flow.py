@@ -1,6 +1,7 @@
 """The steps every routing flow shares (placing, offers, the backlog pass, closing): one reading
 of the clock, a flow's result, an item's event, and showing on a loaded item what a conditional
-UPDATE wrote. Kept apart from engine.py so the modules of the flows import them as public names."""
+UPDATE wrote, and writing a submitted item. Kept apart from engine.py so the modules of the flows
+import them as public names."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from allot.contexts.routing.models import WorkItem
+from allot.contexts.routing.repository import ITEMS
 from allot.kernel.clock import utcnow
 from allot.kernel.config import get_settings
+from allot.kernel.db.engine import insert_ignoring_conflicts
+from allot.kernel.errors import Conflict
 from allot.kernel.events import publish
 
 
@@ -66,3 +70,16 @@ def mirror_item(item: WorkItem, **values: Any) -> None:
     assigning the attributes would make the session write them all again at its next flush."""
     for name, value in values.items():
         set_committed_value(item, name, value)
+
+
+async def insert_submitted(session: AsyncSession, item: WorkItem, **written: Any) -> None:
+    """INSERT a submitted item's row (the item's values, `written` over them: its state when
+    it is written already assigned). The reference is unique: a duplicate is refused by the
+    unique index, not by a prior SELECT, and is a Conflict."""
+    values = {column.key: getattr(item, column.key) for column in ITEMS.columns}
+    values.update(written)
+    inserted: Any = await session.execute(insert_ignoring_conflicts(session, ITEMS), values)
+    if inserted.rowcount != 1:
+        raise Conflict(detail=f"Work item {item.reference!r} was already submitted")
+    if written:
+        mirror_item(item, **written)

@@ -16,11 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.contexts.routing import closing, engine, rule_catalog
 from allot.contexts.routing import queue_catalog as catalog
-from allot.contexts.routing import repository as repo
-from allot.contexts.routing.flow import Moment
+from allot.contexts.routing.flow import Moment, insert_submitted
 from allot.contexts.routing.models import Agent, Offer, WorkItem
 from allot.contexts.routing.schemas import SubmitResult
-from allot.kernel.db.engine import insert_ignoring_conflicts
 from allot.kernel.errors import Conflict, NotFound, ValidationFailed
 from allot.kernel.ids import new_id
 
@@ -61,15 +59,16 @@ async def submit(
         first_response_due_at=first_response_due_at, closed_at=None, times_routed=0,
         **placement.row_values(priority),
     )  # fmt: skip
-    # One INSERT; a duplicate reference is refused by the unique index, not by a prior SELECT.
-    values = {c.key: getattr(item, c.key) for c in repo.ITEMS.columns}
-    inserted: Any = await session.execute(insert_ignoring_conflicts(session, repo.ITEMS), values)
-    if inserted.rowcount != 1:
-        raise Conflict(detail=f"Work item {reference!r} was already submitted")
-    if queue is None:
-        result = await engine.reroute(session, item, at, trigger="submitted")
+    if queue is not None and queue.offer_mode == "direct":
+        # Written by the route: already assigned when an agent takes it at once (engine.route,
+        # `unsaved`), which saves claiming it with a second statement.
+        result = await engine.route(session, item, queue, at, unsaved=True)
     else:
-        result = await engine.route(session, item, queue, at)
+        await insert_submitted(session, item)
+        if queue is None:
+            result = await engine.reroute(session, item, at, trigger="submitted")
+        else:
+            result = await engine.route(session, item, queue, at)
     return SubmitResult(
         item_id=item.id, state=result.state, agent_id=result.agent_id, offer_ids=result.offer_ids
     )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from allot.contexts.routing import service
 from allot.contexts.routing.models import Agent
+from allot.kernel.errors import Conflict
 
 from .helpers import (
     agent,
@@ -303,3 +305,27 @@ async def test_the_backlog_head_is_read_from_its_index_in_any_plan(database, clo
             assert "ix_routing_items_state" not in plan, plan
     finally:
         event.remove(engine, "before_cursor_execute", capture)
+
+
+@pytest.mark.parametrize("room", [True, False], ids=["an agent has room", "nobody has room"])
+async def test_a_reference_submitted_twice_is_a_conflict_that_holds_nothing(database, clock, room):
+    """A new item is written once routed (assigned at once, or waiting): the duplicate's
+    reservation, if it made one, is given back even by a caller that goes on after the
+    Conflict."""
+    await make_queue(database)
+    anna = await make_agent(database, capacity=2 if room else 1)
+    first = await submit(database, reference="lead:twice")
+    assert first.state == "assigned"
+    async with database.transaction() as session:
+        with pytest.raises(Conflict, match="already submitted"):
+            await service.submit(session, reference="lead:twice", kind="lead")
+        # the caller goes on and commits what it did besides
+    assert (await agent(database, anna.id)).load == 1
+    stored = await items(database)
+    assert [(i.reference, i.state, i.owner_agent_id) for i in stored] == [
+        ("lead:twice", "assigned", anna.id)
+    ]
+    await assert_invariants(database)
+    assert (await submit(database, reference="lead:other")).state == (
+        "assigned" if room else "waiting"
+    )
