@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allot.contexts.routing import events
 from allot.contexts.routing import repository as repo
 from allot.contexts.routing.engine import (
-    _end_offer,
-    _release,
+    end_offer,
     fill_agent,
+    release,
     release_and_fill,
     reroute,
 )
@@ -88,7 +88,7 @@ async def _closed(
         await timers.cancel(session, f"esc:{item.id}")
     if previous_state == "offered":  # I3: only an offered item has pending offers
         for offer in await repo.pending_offers_for_item(session, item.id):
-            await _end_offer(session, offer.id, "rescinded", at, reroute_item=False)
+            await end_offer(session, offer.id, "rescinded", at, reroute_item=False)
     event_type = {
         "completed": events.ITEM_COMPLETED,
         "expired": events.ITEM_EXPIRED,
@@ -137,7 +137,7 @@ async def unassign(
                 "responded_at": at.now,
             },
         )
-    await _release(session, owner, item, at)
+    await release(session, owner, item, at)
     await publish_item(session, events.ITEM_UNASSIGNED, item, agent_id=str(owner), reason=reason)
     result = await reroute(session, item, at)
     await fill_agent(session, owner, at)

@@ -20,9 +20,10 @@ from typing import Any
 from sqlalchemy import Integer, Table, bindparam, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allot.contexts.routing.explain import exclusion_reasons
+from allot.contexts.routing.decision import get_scorer
+from allot.contexts.routing.explain import candidate_facts, exclusion_reasons, tie_break
 from allot.contexts.routing.models import Decision, PoolSnapshot
-from allot.contexts.routing.queue_catalog import queue_rules
+from allot.contexts.routing.queue_catalog import QueueRules, queue_rules
 from allot.contexts.routing.repository import (
     AGENT_STATE_COLUMNS,
     AGENTS,
@@ -216,3 +217,48 @@ async def decisions_of(session: AsyncSession, item_id: uuid.UUID) -> list[tuple[
         rows = await session.execute(select(PoolSnapshot).where(PoolSnapshot.id.in_(snapshot_ids)))
         snapshots = {s.id: s for s in rows.scalars()}
     return [(d, snapshots.get(d.snapshot_id) if d.snapshot_id else None) for d in decisions]
+
+
+async def log_route(
+    session: AsyncSession,
+    item: Any,
+    queue: QueueRules,
+    at: Any,
+    trigger: str,
+    result: Any,
+    ranked: list[Any],
+    chosen: list[uuid.UUID],
+    policy: str,
+    rules: Any,
+) -> None:
+    """The decision `engine.route` just took (`rules`: the item's rule set, or None): the
+    candidates as ranked, the pool snapshot of who was left out, the outcome."""
+    scores = None
+    if queue.strategy == "score":
+        score = get_scorer(queue.scorer)
+        scores = {c.agent_id: round(score(item.attributes or {}, c), 6) for c in ranked[:5]}
+    facts = candidate_facts(ranked, scores)
+    snapshot_id = await snapshot_pool(
+        session,
+        queue_id=queue.id,
+        weight=item.weight,
+        moment=at,
+        # Only an item routed before can have been declined; a submitted one is new.
+        item_id=item.id if trigger != "submitted" else None,
+    )
+    record(
+        session,
+        item_id=item.id,
+        moment=at,
+        trigger=trigger,
+        outcome=result.state,
+        queue_id=queue.id,
+        strategy=queue.strategy,
+        agent_ids=chosen,
+        candidates=facts,
+        tie_break=tie_break(queue.strategy, facts),
+        rule_set_id=item.rule_set_id,
+        rule_filter=rules.filter_name(item.rule_filter) if rules else None,
+        policy=policy if result.state == "waiting" else None,
+        snapshot_id=snapshot_id,
+    )

@@ -27,13 +27,12 @@ from allot.contexts.routing import (
     decision_log,
     escalation,
     events,
-    explain,
     mirror,
     rule_catalog,
 )
 from allot.contexts.routing import queue_catalog as catalog
 from allot.contexts.routing import repository as repo
-from allot.contexts.routing.decision import get_scorer, rank, vt_step
+from allot.contexts.routing.decision import rank, vt_step
 from allot.contexts.routing.flow import (
     Moment,
     RouteResult,
@@ -108,7 +107,9 @@ async def route(
     if result is None:
         await publish_item(session, events.ITEM_WAITING, item, reason="no_eligible_agent")
         result = RouteResult("waiting")
-    await _log_decision(session, item, queue, at, trigger, result, ranked, chosen, policy, rules)
+    await decision_log.log_route(
+        session, item, queue, at, trigger, result, ranked, chosen, policy, rules
+    )
     if result.state == "waiting" and rule is not None:
         if policy == "fallback" and rule.fallback_queue not in (None, queue.name):
             fallback = await catalog.queue_by_name(session, rule.fallback_queue or "")
@@ -124,49 +125,6 @@ async def route(
     if result.state != "assigned" and rules is not None:
         await escalation.schedule_next(session, item, rules, at.now)
     return result
-
-
-async def _log_decision(
-    session: AsyncSession,
-    item: WorkItem,
-    queue: QueueRules,
-    at: Moment,
-    trigger: str,
-    result: RouteResult,
-    ranked: list[Any],
-    chosen: list[uuid.UUID],
-    policy: str,
-    rules: rule_catalog.Rules | None,
-) -> None:
-    scores = None
-    if queue.strategy == "score":
-        score = get_scorer(queue.scorer)
-        scores = {c.agent_id: round(score(item.attributes or {}, c), 6) for c in ranked[:5]}
-    facts = explain.candidate_facts(ranked, scores)
-    snapshot_id = await decision_log.snapshot_pool(
-        session,
-        queue_id=queue.id,
-        weight=item.weight,
-        moment=at,
-        # Only an item routed before can have been declined; a submitted one is new.
-        item_id=item.id if trigger != "submitted" else None,
-    )
-    decision_log.record(
-        session,
-        item_id=item.id,
-        moment=at,
-        trigger=trigger,
-        outcome=result.state,
-        queue_id=queue.id,
-        strategy=queue.strategy,
-        agent_ids=chosen,
-        candidates=facts,
-        tie_break=explain.tie_break(queue.strategy, facts),
-        rule_set_id=item.rule_set_id,
-        rule_filter=rules.filter_name(item.rule_filter) if rules else None,
-        policy=policy if result.state == "waiting" else None,
-        snapshot_id=snapshot_id,
-    )
 
 
 async def _ranked_candidates(
@@ -274,14 +232,14 @@ async def _assign_to(
                 times_routed=item.times_routed + 1,
             )  # fmt: skip
         except Conflict:
-            await _release(session, agent_id, item, at)  # should the caller go on regardless
+            await release(session, agent_id, item, at)  # should the caller go on regardless
             raise
     elif await repo.claim_item(
         session, item_id=item.id, agent_id=agent_id, from_states=("waiting",), now=at.now
     ):
         mirror_item(item, state="assigned", owner_agent_id=agent_id, assigned_at=at.now)
     else:
-        await _release(session, agent_id, item, at)
+        await release(session, agent_id, item, at)
         return None
     await _on_assigned(session, item, queue, agent_id, at, via="direct", at_submit=at_submit)
     return state
@@ -394,7 +352,8 @@ async def _offer_to(
 
 
 # -- capacity freed: the backlog pass ---------------------------------------------------------
-async def _release(session: AsyncSession, agent_id: uuid.UUID, item: Any, at: Moment) -> None:
+async def release(session: AsyncSession, agent_id: uuid.UUID, item: Any, at: Moment) -> None:
+    """I1: give the item's weight back to the agent, and mirror the agent (I4)."""
     state = await repo.release_capacity(
         session, agent_id=agent_id, weight=item.weight, kind=item.kind, now=at.now
     )
@@ -404,7 +363,7 @@ async def _release(session: AsyncSession, agent_id: uuid.UUID, item: Any, at: Mo
 async def release_and_fill(
     session: AsyncSession, agent_id: uuid.UUID, item: Any, at: Moment
 ) -> int:
-    """`_release` then `fill_agent`, as one flow: the release's membership mirror is written
+    """`release` then `fill_agent`, as one flow: the release's membership mirror is written
     with the first reservation's (one UPDATE of the agent's rows instead of two)."""
     released = await repo.release_capacity(
         session, agent_id=agent_id, weight=item.weight, kind=item.kind, now=at.now
@@ -542,7 +501,7 @@ async def accept_offer(
         payload=item_payload(item, offer_id=str(offer_id), agent_id=str(agent_id)),
     )
     for other in await repo.pending_offers_for_item(session, item.id):
-        await _end_offer(session, other.id, "rescinded", at, reroute_item=False)
+        await end_offer(session, other.id, "rescinded", at, reroute_item=False)
     queue = await catalog.queue_rules(session, item.queue_id) if item.queue_id else None
     await _on_assigned(session, item, queue, agent_id, at, via="offer")
     decision_log.record(
@@ -567,20 +526,10 @@ async def end_offer(
     at: Moment,
     *,
     agent_id: uuid.UUID | None = None,
+    reroute_item: bool = True,
 ) -> Any | None:
-    """Decline, time out or rescind a pending offer; the item is routed on if nothing is left."""
-    return await _end_offer(session, offer_id, status, at, agent_id=agent_id, reroute_item=True)
-
-
-async def _end_offer(
-    session: AsyncSession,
-    offer_id: uuid.UUID,
-    status: str,
-    at: Moment,
-    *,
-    agent_id: uuid.UUID | None = None,
-    reroute_item: bool,
-) -> Any | None:
+    """Decline, time out or rescind a pending offer; with `reroute_item`, the item is routed on
+    if nothing is left (not when the caller decides what becomes of it: an accept, a close)."""
     item_id = await repo.offer_item_id(session, offer_id)
     if item_id is None:
         return None
@@ -593,7 +542,7 @@ async def _end_offer(
     await timers.cancel(session, f"offer:{offer_id}")
     item = await session.get(WorkItem, offer.item_id, populate_existing=True)
     assert item is not None
-    await _release(session, offer.agent_id, item, at)
+    await release(session, offer.agent_id, item, at)
     event_type = {
         "declined": events.OFFER_DECLINED,
         "timed_out": events.OFFER_TIMED_OUT,

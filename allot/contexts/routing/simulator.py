@@ -301,7 +301,7 @@ class Simulation(SimulationBase):
         self.assigned(item, queue, agent)
 
     def end_offer(self, offer: SimOffer, status: str, *, reroute: bool) -> None:
-        """engine._end_offer: decline, time out or withdraw; the item moves on if nothing is
+        """engine.end_offer: decline, time out or withdraw; the item moves on if nothing is
         left of its offers, then the agent may take other waiting work."""
         if offer.status != "pending":
             return
