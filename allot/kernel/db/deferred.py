@@ -41,6 +41,15 @@ def defer_insert(session: AsyncSession | Session, table: Table, row: dict[str, A
     buffer.setdefault(table, []).append(row)
 
 
+def defer_insert_many(
+    session: AsyncSession | Session, table: Table, rows: list[dict[str, Any]]
+) -> None:
+    """`defer_insert` for many rows at once (bulk writers)."""
+    sync = session.sync_session if isinstance(session, AsyncSession) else session
+    buffer: dict[Table, list[dict[str, Any]]] = sync.info.setdefault(_BUFFER_KEY, {})
+    buffer.setdefault(table, []).extend(rows)
+
+
 def write_deferred(session: Session, only: set[str] | None = None) -> None:
     """Write the queued rows now (all tables, or those named in `only`)."""
     buffer: dict[Table, list[dict[str, Any]]] | None = session.info.get(_BUFFER_KEY)

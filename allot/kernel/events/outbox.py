@@ -14,8 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allot.kernel import context
 from allot.kernel.clock import utcnow
-from allot.kernel.db.bulk_insert import insert_rows
-from allot.kernel.db.deferred import defer_insert
+from allot.kernel.db.deferred import defer_insert, defer_insert_many
 from allot.kernel.db.engine import on_commit
 from allot.kernel.events.models import OutboxEvent
 from allot.kernel.ids import new_id
@@ -168,11 +167,12 @@ async def publish(
 
 
 async def publish_many(session: AsyncSession, events: Iterable[NewEvent]) -> list[uuid.UUID]:
-    """`publish` for bulk work (imports): the same outbox rows, written now with one executemany
-    INSERT in the caller's transaction. Returns the event ids."""
+    """`publish` for many events at once (group commits, imports): the same outbox rows, deferred
+    like `publish`'s, so every event of a unit of work goes in with one executemany INSERT at
+    commit, whichever context published it. Returns the event ids."""
     rows = _outbox_rows(events)
     if rows:
-        await insert_rows(session, OUTBOX_TABLE, rows)
+        defer_insert_many(session, OUTBOX_TABLE, rows)
         on_commit(session, _notify_listeners)
     ids: list[uuid.UUID] = [row["id"] for row in rows]
     return ids
