@@ -83,6 +83,8 @@ async def route(
     assigned to the agent who takes it, or waiting when nobody does. (Its agent is then locked
     before its reference's index entry; two concurrent submits of one reference may deadlock,
     which PostgreSQL breaks and the unit of work retries: the retry finds the duplicate.)"""
+    if unsaved and queue.offer_mode != "direct":
+        raise ValueError("only a direct-mode route writes the item it places")  # offers need it
     rules = await rule_catalog.rules_by_id(session, item.rule_set_id)
     rule = escalation.rule_of(rules, item)
     policy = rule.when_nobody_available if rule is not None else "wait"
