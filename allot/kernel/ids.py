@@ -37,19 +37,24 @@ _last_ms = -1
 _counter = 0
 
 
-def new_id() -> uuid.UUID:
+def _advance(now_ms: int) -> None:
+    """Move (`_last_ms`, `_counter`) on to the next id made at `now_ms`; call with `_lock` held."""
     global _last_ms, _counter
+    if now_ms > _last_ms:
+        _last_ms = now_ms
+        # A random start, its top bit clear, leaves room for 2**25 more ids in this ms.
+        _counter = secrets.randbits(_COUNTER_BITS - 1)
+    elif _counter < _COUNTER_MAX:
+        _counter += 1
+    else:  # 2**25 ids in one millisecond: borrow the next one (K1 over K2, never seen)
+        _last_ms += 1
+        _counter = secrets.randbits(_COUNTER_BITS - 1)
+
+
+def new_id() -> uuid.UUID:
     now_ms = time.time_ns() // 1_000_000
     with _lock:
-        if now_ms > _last_ms:
-            _last_ms = now_ms
-            # A random start, its top bit clear, leaves room for 2**25 more ids in this ms.
-            _counter = secrets.randbits(_COUNTER_BITS - 1)
-        elif _counter < _COUNTER_MAX:
-            _counter += 1
-        else:  # 2**25 ids in one millisecond: borrow the next one (K1 over K2, never seen)
-            _last_ms += 1
-            _counter = secrets.randbits(_COUNTER_BITS - 1)
+        _advance(now_ms)
         ms, counter = _last_ms, _counter
         random_bits = _random_48_bits()
     return _uuid(_value(ms, counter, random_bits))
@@ -64,14 +69,7 @@ def new_ids(count: int) -> list[uuid.UUID]:
     while len(made) < count:
         now_ms = time.time_ns() // 1_000_000
         with _lock:
-            if now_ms > _last_ms:
-                _last_ms = now_ms
-                _counter = secrets.randbits(_COUNTER_BITS - 1)
-            elif _counter < _COUNTER_MAX:
-                _counter += 1
-            else:  # as in new_id
-                _last_ms += 1
-                _counter = secrets.randbits(_COUNTER_BITS - 1)
+            _advance(now_ms)
             # As many as fit in this millisecond's counter; the rest on the next round.
             take = min(count - len(made), _COUNTER_MAX - _counter + 1)
             ms, first = _last_ms, _counter
