@@ -214,7 +214,7 @@ def _converter_maker(dialect: Dialect, column: Column[Any]) -> Maker:
     impl: Any = column_type.dialect_impl(dialect)
     process = impl.bind_processor(dialect)
     if isinstance(impl, JSON) and process is not None and _plain_json(impl, dialect):
-        serializer = getattr(dialect, "_json_serializer", None) or _json_dumps
+        serializer = getattr(dialect, "_json_serializer", None) or json_dumps
         return _json_documents(serializer, none_as_null=impl.none_as_null)
     return lambda: process
 
@@ -239,7 +239,8 @@ def _json_dumps_encoder() -> Callable[[Any], str]:
     return dumps
 
 
-_json_dumps = _json_dumps_encoder()
+# json.dumps's text, faster; also for whoever must see a document as its column will hold it.
+json_dumps = _json_dumps_encoder()
 
 
 def _plain_json(impl: JSON, dialect: Dialect) -> bool:

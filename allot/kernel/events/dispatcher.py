@@ -28,7 +28,12 @@ from allot.kernel import context
 from allot.kernel.clock import utcnow
 from allot.kernel.db.engine import Database, insert_ignoring_conflicts
 from allot.kernel.events.models import InboxEntry, OutboxEvent
-from allot.kernel.events.outbox import Event, add_commit_listener, remove_commit_listener
+from allot.kernel.events.outbox import (
+    Event,
+    add_commit_listener,
+    dispatch_committed_events_locally,
+    remove_commit_listener,
+)
 from allot.kernel.events.registry import Consumer, ConsumerRegistry, registry
 from allot.kernel.logging import get_logger
 from allot.kernel.loops import WakeableLoop
@@ -37,6 +42,9 @@ log = get_logger(__name__)
 
 CLAIM_SECONDS = 60
 GATHER_SECONDS = 0.05
+# Events of this process's commits held in memory at most (outbox O3): an import of a million
+# rows leaves the rest pending, to be claimed in their turn.
+MAX_HANDED_EVENTS = 10_000
 INBOX_TABLE: Any = InboxEntry.__table__
 OUTBOX_TABLE: Any = OutboxEvent.__table__
 
@@ -70,15 +78,39 @@ class Dispatcher:
         self.max_attempts = max_attempts
         self.gather_seconds = gather_seconds
         self._loop = WakeableLoop("allot-event-dispatcher", self._round, idle_poll_seconds)
+        # Events this process committed, leased to this dispatcher at birth (outbox O1).
+        self._handed: list[Event] = []
+        self.lease_seconds = float(CLAIM_SECONDS)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         add_commit_listener(self._loop.wake)
+        dispatch_committed_events_locally(self.database.write_engine.sync_engine, self)
         self._loop.start()
 
     async def stop(self) -> None:
+        dispatch_committed_events_locally(self.database.write_engine.sync_engine, None)
         remove_commit_listener(self._loop.wake)
         await self._loop.stop()
+        if self._handed:
+            # Their leases would keep them from the next dispatcher for CLAIM_SECONDS.
+            handed, self._handed = self._handed, []
+            try:
+                await release_leases(self.database, [event.id for event in handed])
+            except Exception:  # the leases run out by themselves
+                log.warning("could not release the leases of handed events", exc_info=True)
+
+    # -- events handed over in memory (outbox.dispatch_committed_events_locally) ------------
+    def has_room(self) -> bool:
+        return len(self._handed) < MAX_HANDED_EVENTS
+
+    def wants_any(self, event: Event) -> bool:
+        return any(consumer.wants(event) for consumer in self.consumers.consumers_for(event.type))
+
+    def take(self, events: list[Event]) -> None:
+        if events:
+            self._handed.extend(events)
+            self._loop.wake()
 
     # -- work --------------------------------------------------------------------------------
     async def _round(self) -> int:
@@ -102,6 +134,10 @@ class Dispatcher:
         raise RuntimeError("Outbox did not drain: handlers keep producing events")
 
     async def _claim(self) -> list[Event]:
+        if self._handed:  # already leased to us: no claim needed
+            events = self._handed[: self.batch_size]
+            del self._handed[: self.batch_size]
+            return events
         return await claim_due(self.database, self.batch_size)
 
     async def dispatch_batch(self) -> int:
@@ -325,6 +361,16 @@ async def _mark_dispatched(session: AsyncSession, event_ids: Sequence[Any]) -> N
         .where(OUTBOX_TABLE.c.id.in_(list(event_ids)))
         .values(status="dispatched", dispatched_at=utcnow(), claimed_until=None)
     )
+
+
+async def release_leases(database: Database, event_ids: Sequence[Any]) -> None:
+    """Give leased, undelivered events back to whichever claimer comes next."""
+    async with database.transaction() as session:
+        await session.execute(
+            update(OUTBOX_TABLE)
+            .where(OUTBOX_TABLE.c.id.in_(list(event_ids)), OUTBOX_TABLE.c.status == "pending")
+            .values(claimed_until=None)
+        )
 
 
 async def pending_count(session: AsyncSession) -> int:

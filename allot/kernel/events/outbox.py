@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, cast
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Table
+from sqlalchemy import event as orm_events
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from allot.kernel import context
 from allot.kernel.clock import utcnow
+from allot.kernel.db.bulk_insert import json_dumps
 from allot.kernel.db.deferred import defer_insert, defer_insert_many
-from allot.kernel.db.engine import on_commit
+from allot.kernel.db.engine import AllotSession, on_commit
 from allot.kernel.events.models import OutboxEvent
 from allot.kernel.ids import new_id
 
@@ -87,6 +91,77 @@ class NewEvent:
     partition_key: str | uuid.UUID | None = None
 
 
+class LocalDispatcher(Protocol):
+    """An in-process dispatcher that takes the events its own process commits (the
+    `Dispatcher`): see `dispatch_committed_events_locally`."""
+
+    lease_seconds: float
+
+    def has_room(self) -> bool: ...
+
+    def wants_any(self, event: Event) -> bool: ...
+
+    def take(self, events: list[Event]) -> None: ...
+
+
+# By write engine (a sync `Engine`): a process may hold several databases (tests do).
+_local_dispatchers: dict[Any, LocalDispatcher] = {}
+_HANDOFF_KEY = "allot.outbox_handoff"
+
+
+def dispatch_committed_events_locally(engine: Any, dispatcher: LocalDispatcher | None) -> None:
+    """From now on (None: no longer), events written through `engine` go to `dispatcher` in
+    memory once their transaction commits, instead of waiting for it to claim them:
+
+    - O1 such a row is born leased to this process (`claimed_until`, as a claim would set it),
+      so no other claimer takes it meanwhile; should the process die before the dispatcher
+      marks it, the lease runs out and any dispatcher claims it (the inbox drops repeats);
+    - O2 an event no consumer of that dispatcher takes is born `dispatched`: claiming it only
+      to mark it was all the dispatcher would do. Only with a dispatcher in the process: in
+      broker mode every event is relayed;
+    - O3 when the dispatcher holds too many events already (an import), rows are written
+      pending as before and claimed in their turn: memory stays bounded.
+
+    What a consumer receives is the payload as its JSON column holds it (encoded and decoded
+    again), as from a claim or a broker."""
+    if dispatcher is None:
+        _local_dispatchers.pop(engine, None)
+    else:
+        _local_dispatchers[engine] = dispatcher
+
+
+class _Handoff:
+    """The events a transaction hands to the local dispatcher once it commits."""
+
+    __slots__ = ("dispatcher", "events", "info")
+
+    def __init__(self, dispatcher: LocalDispatcher, info: dict[str, Any]) -> None:
+        self.dispatcher = dispatcher
+        self.events: list[Event] = []
+        self.info = info
+
+    def __call__(self) -> None:  # after commit
+        self.info.pop(_HANDOFF_KEY, None)
+        self.dispatcher.take(self.events)
+
+
+def _local_handoff(session: AsyncSession | Session) -> _Handoff | None:
+    sync = session.sync_session if isinstance(session, AsyncSession) else session
+    handoff: _Handoff | None = sync.info.get(_HANDOFF_KEY)
+    if handoff is None:
+        dispatcher = _local_dispatchers.get(sync.bind) if _local_dispatchers else None
+        if dispatcher is None:
+            return None
+        handoff = sync.info[_HANDOFF_KEY] = _Handoff(dispatcher, sync.info)
+        on_commit(sync, handoff)
+    return handoff
+
+
+@orm_events.listens_for(AllotSession, "after_rollback")
+def _drop_handoff(session: Session) -> None:
+    session.info.pop(_HANDOFF_KEY, None)
+
+
 def _headers(caller: context.ContextSnapshot | None) -> dict[str, Any]:
     with caller.applied() if caller is not None else contextlib.nullcontext():
         actor = context.current_actor()
@@ -98,10 +173,17 @@ def _headers(caller: context.ContextSnapshot | None) -> dict[str, Any]:
         }
 
 
-def _outbox_rows(events: Iterable[NewEvent]) -> list[dict[str, Any]]:
+def _outbox_rows(
+    events: Iterable[NewEvent], handoff: _Handoff | None = None
+) -> list[dict[str, Any]]:
     """Outbox rows for events written now: `occurred_at`, `schema_version` and `correlation_id`
-    join every payload, the request's and actor's ids every header."""
+    join every payload, the request's and actor's ids every header. With a `handoff`, rows are
+    leased or born dispatched as `dispatch_committed_events_locally` says."""
     now = utcnow()
+    dispatcher = (
+        handoff.dispatcher if handoff is not None and handoff.dispatcher.has_room() else None
+    )
+    lease = now + timedelta(seconds=dispatcher.lease_seconds) if dispatcher is not None else None
     occurred_at = now.isoformat()
     headers_of: dict[tuple[context.ContextSnapshot | None, Any], dict[str, Any]] = {}
     callers: dict[context.ContextSnapshot | None, dict[str, Any]] = {}
@@ -116,26 +198,54 @@ def _outbox_rows(events: Iterable[NewEvent]) -> list[dict[str, Any]]:
             headers = headers_of[key] = dict(base)
             if event.partition_key is not None:
                 headers["partition_key"] = str(event.partition_key)
-        rows.append(
-            {
-                "id": new_id(),
-                "aggregatetype": event.aggregate_type,
-                "aggregateid": str(event.aggregate_id),
-                "type": event.type,
-                "payload": {
-                    **event.payload,
-                    "occurred_at": occurred_at,
-                    "schema_version": event.schema_version,
-                    "correlation_id": headers["correlation_id"],
-                },
-                "headers": headers,
-                "created_at": now,
-                "next_attempt_at": now,
-                "status": "pending",
-                "attempts": 0,
-            }
-        )
+        row = {
+            "id": new_id(),
+            "aggregatetype": event.aggregate_type,
+            "aggregateid": str(event.aggregate_id),
+            "type": event.type,
+            "payload": {
+                **event.payload,
+                "occurred_at": occurred_at,
+                "schema_version": event.schema_version,
+                "correlation_id": headers["correlation_id"],
+            },
+            "headers": headers,
+            "created_at": now,
+            "next_attempt_at": now,
+            "status": "pending",
+            "attempts": 0,
+            "claimed_until": None,
+            "dispatched_at": None,
+        }
+        rows.append(row)
+        if dispatcher is not None and handoff is not None:
+            _hand_off(row, dispatcher, handoff, lease)
     return rows
+
+
+def _hand_off(
+    row: dict[str, Any], dispatcher: LocalDispatcher, handoff: _Handoff, lease: Any
+) -> None:
+    """O1/O2 for one row (see `dispatch_committed_events_locally`)."""
+    event = Event(
+        row["id"],
+        row["type"],
+        row["aggregatetype"],
+        row["aggregateid"],
+        row["payload"],
+        row["headers"],
+        row["created_at"],
+    )
+    # Consumers' `takes` are pure functions of the event's JSON facts: asked before the
+    # payload is copied, which only the events handed over need.
+    if not dispatcher.wants_any(event):
+        row["status"] = "dispatched"
+        row["dispatched_at"] = row["created_at"]
+        return
+    row["claimed_until"] = lease
+    # As the JSON column will hold it: what a claim would read back (headers are strings).
+    payload = json.loads(json_dumps(row["payload"]))
+    handoff.events.append(replace(event, payload=payload, headers=dict(row["headers"])))
 
 
 async def publish(
@@ -158,7 +268,7 @@ async def publish(
     new = NewEvent(
         type, aggregate_type, aggregate_id, payload, schema_version, partition_key=partition_key
     )
-    (row,) = _outbox_rows([new])
+    (row,) = _outbox_rows([new], _local_handoff(session))
     # Deferred: the rows of a unit of work go in with one INSERT at commit (see db.deferred).
     defer_insert(session, OUTBOX_TABLE, row)
     on_commit(session, _notify_listeners)
@@ -170,7 +280,7 @@ async def publish_many(session: AsyncSession, events: Iterable[NewEvent]) -> lis
     """`publish` for many events at once (group commits, imports): the same outbox rows, deferred
     like `publish`'s, so every event of a unit of work goes in with one executemany INSERT at
     commit, whichever context published it. Returns the event ids."""
-    rows = _outbox_rows(events)
+    rows = _outbox_rows(events, _local_handoff(session))
     if rows:
         defer_insert_many(session, OUTBOX_TABLE, rows)
         on_commit(session, _notify_listeners)
