@@ -21,7 +21,7 @@ from allot.kernel.db.bulk_insert import json_dumps
 from allot.kernel.db.deferred import defer_insert, defer_insert_many
 from allot.kernel.db.engine import AllotSession, on_commit
 from allot.kernel.events.models import OutboxEvent
-from allot.kernel.ids import new_id
+from allot.kernel.ids import new_ids
 
 OUTBOX_TABLE = cast(Table, OutboxEvent.__table__)
 
@@ -188,7 +188,8 @@ def _outbox_rows(
     headers_of: dict[tuple[context.ContextSnapshot | None, Any], dict[str, Any]] = {}
     callers: dict[context.ContextSnapshot | None, dict[str, Any]] = {}
     rows = []
-    for event in events:
+    events = list(events)
+    for event, event_id in zip(events, new_ids(len(events)), strict=True):
         key = (event.caller, event.partition_key)
         headers = headers_of.get(key)
         if headers is None:  # one document per caller and key: shared rows are encoded once
@@ -199,7 +200,7 @@ def _outbox_rows(
             if event.partition_key is not None:
                 headers["partition_key"] = str(event.partition_key)
         row = {
-            "id": new_id(),
+            "id": event_id,
             "aggregatetype": event.aggregate_type,
             "aggregateid": str(event.aggregate_id),
             "type": event.type,
