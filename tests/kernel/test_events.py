@@ -321,3 +321,21 @@ async def test_a_lost_connection_is_the_databases_only_while_it_does_not_answer(
     finally:
         await database.dispose()
         await proxy.close()
+
+
+def test_the_consumers_of_a_type_follow_subscriptions_after_being_asked():
+    consumers = ConsumerRegistry()
+
+    async def handler(session, event):
+        return None
+
+    consumers.subscribe("test.first", "test.thing.happened")(handler)
+    assert [c.name for c in consumers.consumers_for("test.thing.happened")] == ["test.first"]
+    consumers.subscribe("test.second", "test.thing.happened", "test.other")(handler)
+    assert [c.name for c in consumers.consumers_for("test.thing.happened")] == [
+        "test.first",
+        "test.second",
+    ]
+    consumers.unsubscribe("test.first")
+    assert [c.name for c in consumers.consumers_for("test.thing.happened")] == ["test.second"]
+    assert consumers.consumers_for("test.nobody") == ()

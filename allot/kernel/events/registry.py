@@ -44,6 +44,9 @@ class Consumer:
 class ConsumerRegistry:
     def __init__(self) -> None:
         self._consumers: dict[str, Consumer] = {}
+        # consumers_for's answers: asked for every event written while a dispatcher runs (outbox
+        # O2) and for every event dispatched; forgotten whenever a consumer comes or goes.
+        self._by_type: dict[str, tuple[Consumer, ...]] = {}
 
     def subscribe(
         self,
@@ -63,15 +66,21 @@ class ConsumerRegistry:
             self._consumers[name] = Consumer(
                 name, frozenset(event_types), handler, durable, prepare, takes
             )
+            self._by_type.clear()
             return handler
 
         return decorator
 
     def unsubscribe(self, name: str) -> None:
         self._consumers.pop(name, None)
+        self._by_type.clear()
 
-    def consumers_for(self, event_type: str) -> list[Consumer]:
-        return [c for c in self._consumers.values() if event_type in c.event_types]
+    def consumers_for(self, event_type: str) -> tuple[Consumer, ...]:
+        found = self._by_type.get(event_type)
+        if found is None:
+            found = tuple(c for c in self._consumers.values() if event_type in c.event_types)
+            self._by_type[event_type] = found
+        return found
 
     def all(self) -> list[Consumer]:
         return list(self._consumers.values())
