@@ -5,25 +5,14 @@ born dispatched; past its limit, new events wait in the outbox for a claim as be
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import timedelta
 
 from allot.kernel.clock import utcnow
-from allot.kernel.events import ConsumerRegistry, Dispatcher, OutboxEvent, publish
+from allot.kernel.events import ConsumerRegistry, Dispatcher, OutboxEvent
 from allot.kernel.events import dispatcher as dispatcher_module
 from allot.kernel.events.dispatcher import CLAIM_SECONDS, claim_due
 from allot.kernel.events.outbox import dispatch_committed_events_locally
-
-
-async def _publish(database, payload, type_="test.thing.happened"):
-    async with database.transaction() as session:
-        return await publish(
-            session,
-            type=type_,
-            aggregate_type="test.thing",
-            aggregate_id=uuid.uuid4(),
-            payload=payload,
-        )
+from tests.kernel.test_events import _publish
 
 
 async def _row(database, event_id) -> OutboxEvent:
