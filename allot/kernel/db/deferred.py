@@ -29,24 +29,22 @@ from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.sql import Delete, Join, Select, Update
 
 from allot.kernel.db.bulk_insert import NotBulkInsertable, write_rows
-from allot.kernel.db.engine import AllotSession
+from allot.kernel.db.engine import AllotSession, sync_session_of
 
 _BUFFER_KEY = "allot.deferred_inserts"
 
 
 def defer_insert(session: AsyncSession | Session, table: Table, row: dict[str, Any]) -> None:
     """Queue `row` for `table`; it is INSERTed before this transaction commits (D1)."""
-    sync = session.sync_session if isinstance(session, AsyncSession) else session
-    buffer: dict[Table, list[dict[str, Any]]] = sync.info.setdefault(_BUFFER_KEY, {})
-    buffer.setdefault(table, []).append(row)
+    defer_insert_many(session, table, [row])
 
 
 def defer_insert_many(
     session: AsyncSession | Session, table: Table, rows: list[dict[str, Any]]
 ) -> None:
     """`defer_insert` for many rows at once (bulk writers)."""
-    sync = session.sync_session if isinstance(session, AsyncSession) else session
-    buffer: dict[Table, list[dict[str, Any]]] = sync.info.setdefault(_BUFFER_KEY, {})
+    info = sync_session_of(session).info
+    buffer: dict[Table, list[dict[str, Any]]] = info.setdefault(_BUFFER_KEY, {})
     buffer.setdefault(table, []).extend(rows)
 
 

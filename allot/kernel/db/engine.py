@@ -145,9 +145,14 @@ def insert_ignoring_conflicts(session: AsyncSession | Session, table: Any) -> An
     return statement
 
 
+def sync_session_of(session: AsyncSession | Session) -> Session:
+    """The ORM session itself (where `info` and the events live), given either kind."""
+    return session.sync_session if isinstance(session, AsyncSession) else session
+
+
 def on_commit(session: AsyncSession | Session, callback: Callable[[], None]) -> None:
     """Run `callback` after the session's current transaction commits (never on rollback)."""
-    sync = session.sync_session if isinstance(session, AsyncSession) else session
+    sync = sync_session_of(session)
     callbacks = sync.info.setdefault("after_commit", [])
     if callback not in callbacks:  # bulk writers register the same hook thousands of times
         callbacks.append(callback)

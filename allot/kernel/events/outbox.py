@@ -19,7 +19,7 @@ from allot.kernel import context
 from allot.kernel.clock import utcnow
 from allot.kernel.db.bulk_insert import json_dumps
 from allot.kernel.db.deferred import defer_insert, defer_insert_many
-from allot.kernel.db.engine import AllotSession, on_commit
+from allot.kernel.db.engine import AllotSession, on_commit, sync_session_of
 from allot.kernel.events.models import OutboxEvent
 from allot.kernel.ids import new_ids
 
@@ -146,7 +146,7 @@ class _Handoff:
 
 
 def _local_handoff(session: AsyncSession | Session) -> _Handoff | None:
-    sync = session.sync_session if isinstance(session, AsyncSession) else session
+    sync = sync_session_of(session)
     handoff: _Handoff | None = sync.info.get(_HANDOFF_KEY)
     if handoff is None:
         dispatcher = _local_dispatchers.get(sync.bind) if _local_dispatchers else None
