@@ -1,23 +1,24 @@
-"""The SQLite writer's inline driver (`allot.kernel.db.sqlite_inline`), on real database files:
-the driver itself, the writer engine built on it, and how it behaves when the database is locked.
+"""The SQLite inline driver (`allot.kernel.db.sqlite_inline`), on real database files: the driver
+itself, the writer and reader engines built on it, how it behaves when the database is locked,
+and how a reader's long statement leaves the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, event, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from allot.kernel.db import sqlite_inline
-from allot.kernel.db.engine import SQLITE_LOCK_TIMEOUT_SECONDS, Database
+from allot.kernel.db.engine import Database
 
 metadata = MetaData()
 things = Table(
@@ -133,19 +134,17 @@ async def test_integrity_error_and_rollback(database: Database) -> None:
     assert await names(database) == ["kept", "after"]
 
 
-async def test_writer_runs_inline_readers_keep_aiosqlite(database: Database) -> None:
-    async with database.write_engine.connect() as conn:
-        raw = await conn.get_raw_connection()
-        assert type(raw.driver_connection) is sqlite_inline.Connection
-        journal = await conn.exec_driver_sql("PRAGMA journal_mode")
-        assert journal.scalar() == "wal"
-        # A lock wait must never happen inline, where it would freeze the event loop.
-        assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() == 0
-    async with database.read_engine.connect() as conn:
-        raw = await conn.get_raw_connection()
-        assert type(raw.driver_connection) is aiosqlite.Connection
-        busy = await conn.exec_driver_sql("PRAGMA busy_timeout")
-        assert busy.scalar() == SQLITE_LOCK_TIMEOUT_SECONDS * 1000
+async def test_writer_and_readers_run_inline(database: Database) -> None:
+    for engine, reader in ((database.write_engine, False), (database.read_engine, True)):
+        async with engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            assert type(raw.driver_connection) is sqlite_inline.Connection
+            assert (raw.driver_connection.offload_after is not None) is reader
+            journal = await conn.exec_driver_sql("PRAGMA journal_mode")
+            assert journal.scalar() == "wal"
+            # A lock wait must never happen inline, where it would freeze the event loop.
+            assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() == 0
+            assert (await conn.exec_driver_sql("PRAGMA query_only")).scalar() == int(reader)
 
 
 async def test_writer_transactions_begin_immediate(tmp_path: Path) -> None:
@@ -228,3 +227,99 @@ async def test_cancelled_lock_wait_leaves_the_writer_usable(tmp_path: Path) -> N
     finally:
         await holder.dispose()
         await waiter.dispose()
+
+
+# -- readers: a long statement leaves the loop --------------------------------------------------
+# A statement SQLite takes well over a second to run (counting to COUNT_TO), and the thread
+# that ran it: `thread_ident()` is a function registered on every reader connection.
+COUNT_TO = 5_000_000
+LONG_COUNT = (
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < :n) "
+    "SELECT count(*), thread_ident() FROM c"
+)
+
+
+@pytest.fixture
+async def readers(database: Database) -> Database:
+    @event.listens_for(database.read_engine.sync_engine, "connect")
+    def _register(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.create_function("thread_ident", 0, threading.get_ident)
+
+    return database
+
+
+async def test_a_short_read_runs_on_the_loop_thread(readers: Database) -> None:
+    async with readers.reader() as session:
+        ident = (await session.execute(text("SELECT thread_ident()"))).scalar_one()
+        counted = (await session.execute(text(LONG_COUNT), {"n": 10})).one()
+    assert ident == threading.get_ident()
+    assert tuple(counted) == (10, threading.get_ident())
+
+
+async def test_a_long_read_moves_to_a_thread_and_the_loop_goes_on(readers: Database) -> None:
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    ticker = asyncio.create_task(tick())
+    try:
+        await asyncio.sleep(0.02)
+        started = time.perf_counter()
+        async with readers.reader() as session:
+            count, ident = (await session.execute(text(LONG_COUNT), {"n": COUNT_TO})).one()
+        took = time.perf_counter() - started
+    finally:
+        ticker.cancel()
+    assert count == COUNT_TO
+    assert ident != threading.get_ident()
+    assert took > 0.3  # long enough that an inline run would have shown as one gap
+    # The loop ticked all along: no gap near the statement's length (a busy machine may
+    # stretch a tick, never to a whole second of SQLite's work).
+    assert len(gaps) > 10
+    assert max(gaps) < took / 2
+
+
+async def test_a_moved_read_keeps_its_snapshot(readers: Database) -> None:
+    async with readers.transaction() as session:
+        await session.execute(insert(things), [{"name": "before"}])
+    async with readers.reader() as session:
+        assert (await session.execute(select(things.c.name))).scalars().all() == ["before"]
+        async with readers.transaction() as writer:  # committed after the snapshot was taken
+            await writer.execute(insert(things), [{"name": "after"}])
+        long_names = text(
+            "SELECT name, thread_ident() FROM things, "
+            "(WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < :n) "
+            "SELECT max(x) AS top FROM c) ORDER BY things.id"
+        )
+        rows = (await session.execute(long_names, {"n": COUNT_TO})).all()
+    assert [row[0] for row in rows] == ["before"]
+    assert rows[0][1] != threading.get_ident()
+    assert await names(readers) == ["before", "after"]
+
+
+async def test_a_cancelled_long_read_stops_and_leaves_the_reader_usable(
+    readers: Database,
+) -> None:
+    async def count() -> int:
+        async with readers.reader() as session:
+            value = (await session.execute(text(LONG_COUNT), {"n": COUNT_TO * 20})).one()[0]
+            return int(value)
+
+    reading = asyncio.create_task(count())
+    await asyncio.sleep(0.2)
+    started = time.perf_counter()
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    # Interrupted, not waited for: counting to COUNT_TO * 20 takes tens of seconds.
+    assert time.perf_counter() - started < 2
+    for _ in range(8):  # every connection of the readers' pool answers again
+        async with readers.reader() as session:
+            count, _ident = (await session.execute(text(LONG_COUNT), {"n": 1000})).one()
+            assert count == 1000

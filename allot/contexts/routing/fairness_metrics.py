@@ -4,11 +4,11 @@
 collector cannot query the database while it is asked. This one answers from the last snapshot
 of `fairness.fairness_reports` and, when that snapshot is older than `REFRESH_SECONDS` and no
 refresh is running, starts one in the background on the serving event loop (one reader session;
-SQLite readers run on aiosqlite's thread, never inline on the loop). Whatever the scrape rate,
-a process reads fair shares at most once per `REFRESH_SECONDS`, in three statements whatever
-the number of queues (fairness.py). The price: a scrape shows the snapshot as of the previous
-refresh (at most `REFRESH_SECONDS` plus one scrape interval old), and the first scrape after a
-process starts shows no fair-share series yet.
+a SQLite reader's statement that runs past a millisecond moves off the loop to a thread).
+Whatever the scrape rate, a process reads fair shares at most once per `REFRESH_SECONDS`, in
+three statements whatever the number of queues (fairness.py). The price: a scrape shows the
+snapshot as of the previous refresh (at most `REFRESH_SECONDS` plus one scrape interval old), and
+the first scrape after a process starts shows no fair-share series yet.
 
 Every API process exports the same values (they read the same database): aggregate with
 `max by (queue, agent)` rather than `sum`.

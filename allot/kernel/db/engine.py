@@ -2,9 +2,10 @@
 
 SQLite: WAL mode, ONE writer connection whose transactions start with `BEGIN IMMEDIATE` (so two
 writers never deadlock on a lock upgrade; they queue on the pool instead) and a pool of read-only
-connections that never block the writer. The writer runs its statements inline on the event loop
-(`sqlite_inline`: no thread hand-off per statement); the readers use aiosqlite's thread, so a
-long read never stalls the loop. PostgreSQL: one asyncpg pool serves both roles.
+connections that never block the writer. Both run their statements inline on the event loop
+(`sqlite_inline`: no thread hand-off per statement); a reader's statement that outlasts
+`SQLITE_READ_INLINE_SECONDS` moves to a thread, so a long report never stalls the loop for more
+than that. PostgreSQL: one asyncpg pool serves both roles.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ T = TypeVar("T")
 # How long a SQLite connection waits for another connection's lock (e.g. a CLI command writing)
 # before failing with "database is locked". The writer waits with asyncio.sleep, off the loop.
 SQLITE_LOCK_TIMEOUT_SECONDS = 10.0
+# How long a reader's statement may run inline on the event loop before it is moved to a thread
+# (sqlite_inline): longer than any index lookup, short enough that a report's scan stalls
+# nobody noticeably. A statement that goes over is run again from the start: it costs this much
+# more, once.
+SQLITE_READ_INLINE_SECONDS = 0.001
 
 # PostgreSQL: deadlock_detected, serialization_failure. Both mean "nothing was written; run the
 # whole unit of work again", which is always safe because a unit of work commits all or nothing.
@@ -176,10 +182,9 @@ def _sqlite_pragmas(dbapi_connection: Any, *, read_only: bool) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # No `busy_timeout`: sqlite_inline keeps it at 0, since SQLite's busy handler would sleep on
+    # the event loop thread; it waits with asyncio.sleep instead.
     if read_only:
-        # Not on the writer: sqlite_inline keeps its busy timeout at 0, since SQLite's busy
-        # handler would sleep on the event loop thread; it waits with asyncio.sleep instead.
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_LOCK_TIMEOUT_SECONDS * 1000:.0f}")
         cursor.execute("PRAGMA query_only=ON")
     cursor.close()
 
@@ -229,18 +234,17 @@ class Database:
         return self.dialect == "sqlite"
 
     def _sqlite_engine(self, *, pool_size: int, read_only: bool, echo: bool) -> AsyncEngine:
-        writer_connect = (
-            None
-            if read_only
-            else sqlite_inline.async_creator(self.url, lock_timeout=SQLITE_LOCK_TIMEOUT_SECONDS)
-        )
         engine = create_async_engine(
             self.url,
             pool_size=pool_size,
             max_overflow=0,
             pool_timeout=60,
             echo=echo,
-            async_creator=writer_connect,
+            async_creator=sqlite_inline.async_creator(
+                self.url,
+                lock_timeout=SQLITE_LOCK_TIMEOUT_SECONDS,
+                offload_after=SQLITE_READ_INLINE_SECONDS if read_only else None,
+            ),
         )
 
         @event.listens_for(engine.sync_engine, "connect")

@@ -1,0 +1,148 @@
+"""What an authenticated GET costs: CPU per request for a few API reads and the manager board.
+
+Creates an app on a fresh SQLite file (or PostgreSQL) with its background services running, a
+queue, 20 agents and `--leads` leads taken in through `POST /api/v1/leads`, then sends each GET
+from 8 concurrent tasks straight into the ASGI app (no server, no sockets, no HTTP client: what
+is measured is the application, its framework and its database layers). Prints requests per
+second and this process's CPU time per request (all its threads: a read that moved to a thread
+counts too). No target: these figures are for comparing changes on one machine.
+
+Usage: python -m bench.http_reads [--backend sqlite|postgresql] [--requests 800] [--leads 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import bench.lead_intake_inprocess as inprocess
+from allot.app import create_app
+from allot.kernel.config import Settings
+from bench.common import fresh_database, machine
+
+TASKS = 8
+
+
+async def asgi_request(
+    app: Any, token: str, method: str, target: str, body: Any = None
+) -> tuple[int, bytes]:
+    """One request straight into the ASGI app: (status, body)."""
+    raw = json.dumps(body).encode() if body is not None else b""
+    path, _, query = target.partition("?")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [
+            (b"host", b"bench"),
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {token}".encode()),
+            (b"content-length", str(len(raw)).encode()),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("bench", 80),
+    }
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        await asyncio.Event().wait()  # the client never disconnects
+        raise AssertionError("unreachable")
+
+    status = 0
+    parts: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            parts.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    return status, b"".join(parts)
+
+
+async def measure(app: Any, token: str, target: str, requests: int) -> tuple[float, float]:
+    """(requests per second, CPU ms per request) of `requests` GETs from TASKS tasks."""
+
+    async def client() -> None:
+        for _ in range(requests // TASKS):
+            status, body = await asgi_request(app, token, "GET", target)
+            if status != 200:
+                raise RuntimeError(f"GET {target}: {status} {body[:200]!r}")
+
+    await asyncio.gather(*(client() for _ in range(TASKS)))  # warm-up
+    cpu, wall = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(TASKS)))
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return requests / wall, 1000 * cpu / requests
+
+
+async def run(args: argparse.Namespace) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="allot-bench-"))
+    database = await fresh_database(args.backend, workdir)
+    settings = Settings(
+        data_dir=workdir,
+        secret_key="x" * 32,  # type: ignore[arg-type]
+        database_url=database.url,
+        log_level="WARNING",
+        api_rate_limit="",  # one token sends everything: not a client to throttle here
+    )
+    app = create_app(settings, database)
+    inprocess.AGENTS = 20
+    token = await inprocess.prepare(database)
+    try:
+        async with app.router.lifespan_context(app):
+            lead_id = ""
+            for n in range(args.leads):
+                lead = {
+                    "source": "bench",
+                    "external_id": f"read-{n}",
+                    "customer": {"name": f"Клиент {n}", "phone": f"+7912{n:07d}"},
+                }
+                status, body = await asgi_request(app, token, "POST", "/api/v1/leads", lead)
+                if status != 201:
+                    raise RuntimeError(f"POST /api/v1/leads: {status} {body[:200]!r}")
+                lead_id = json.loads(body)["id"]
+            for target in (
+                "/api/v1/me",
+                "/api/v1/leads/{id}",
+                "/api/v1/leads?limit=50",
+                "/api/v1/leads?limit=20&q=9120000",
+                "/api/v1/agents?limit=20",
+                "/board/panel",
+            ):
+                path = target.replace("{id}", lead_id)
+                rate, cpu_ms = await measure(app, token, path, args.requests)
+                print(f"  {args.backend}, GET {target:34s} {rate:6.0f}/s, CPU {cpu_ms:6.2f} ms")
+    finally:
+        await database.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--requests", type=int, default=800)
+    parser.add_argument("--leads", type=int, default=500)
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
