@@ -22,7 +22,8 @@ READERS (`offload_after=` seconds) cannot promise short statements: a report sca
 search reads every row. So a reader's statement starts inline with a budget: SQLite's progress
 handler looks at the clock every `PROGRESS_STEPS` virtual-machine steps, and a statement still
 running when the budget is spent is interrupted and run again, from the start, in a thread of
-`_OFFLOAD` (sqlite3 releases the GIL while it works, so the loop goes on meanwhile). Re-running
+`_OFFLOAD`, with no progress handler (sqlite3 releases the GIL while it works, so the loop goes on
+meanwhile; a handler would make the thread take the GIL back every few µs). Re-running
 is safe because a reader only reads (`query_only`), and it reads the same snapshot: an
 interrupted SELECT leaves its read transaction open (tests/kernel/test_sqlite_inline.py). A
 reader's statement fetches all its rows in the same call (SQLAlchemy's adapter fetches them all
@@ -167,7 +168,7 @@ class Connection:
             if error.sqlite_errorcode != sqlite3.SQLITE_INTERRUPT:
                 raise
         offloaded = asyncio.get_running_loop().run_in_executor(
-            _OFFLOAD, _read_all, cursor, sql, parameters
+            _OFFLOAD, self._read_off_loop, cursor, sql, parameters
         )
         try:
             return await asyncio.shield(offloaded)
@@ -180,6 +181,17 @@ class Connection:
             # when the future is collected.
             offloaded.exception()
             raise
+
+    def _read_off_loop(self, cursor: sqlite3.Cursor, sql: str, parameters: Any) -> list[Any]:
+        # Without the progress handler: calling into Python every few µs, the thread would need
+        # the GIL that often, and wait for it up to the switch interval (5 ms) each time the
+        # loop is busy: a 0.5 s statement took 100 s beside a busy loop.
+        connection = self._conn
+        connection.set_progress_handler(None, 0)
+        try:
+            return _read_all(cursor, sql, parameters)
+        finally:
+            connection.set_progress_handler(self._over_budget, PROGRESS_STEPS)
 
     def _read_inline(self, cursor: sqlite3.Cursor, sql: str, parameters: Any) -> list[Any]:
         assert self.offload_after is not None
