@@ -152,8 +152,9 @@ async def editable_card(session: AsyncSession, customer_id: uuid.UUID) -> Custom
 
 # -- reading ----------------------------------------------------------------------------------
 def _build_infos(
-    cards: Sequence[Customer], contacts: Sequence[Any], externals: Sequence[Any]
+    cards: Sequence[Any], contacts: Sequence[Any], externals: Sequence[Any]
 ) -> dict[uuid.UUID, CustomerInfo]:
+    """`cards`: Customer objects, or rows with the columns `repository.card_rows` reads."""
     phones: dict[uuid.UUID, list[str]] = {card.id: [] for card in cards}
     emails: dict[uuid.UUID, list[str]] = {card.id: [] for card in cards}
     external_ids: dict[uuid.UUID, list[tuple[str, str]]] = {card.id: [] for card in cards}
@@ -181,7 +182,7 @@ def _build_infos(
     }
 
 
-async def _infos(session: AsyncSession, cards: Sequence[Customer]) -> dict[uuid.UUID, CustomerInfo]:
+async def _infos(session: AsyncSession, cards: Sequence[Any]) -> dict[uuid.UUID, CustomerInfo]:
     """Cards with their contacts and external ids: two queries however many cards."""
     if not cards:
         return {}
@@ -197,8 +198,7 @@ async def info_of(session: AsyncSession, card: Customer) -> CustomerInfo:
 async def get_customers(
     session: AsyncSession, ids: Iterable[uuid.UUID]
 ) -> dict[uuid.UUID, CustomerInfo]:
-    cards = await repository.get_cards(session, ids)
-    return await _infos(session, list(cards.values()))
+    return await _infos(session, await repository.card_rows(session, ids))
 
 
 async def get_customer(session: AsyncSession, customer_id: uuid.UUID) -> CustomerInfo | None:
