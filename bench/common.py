@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import platform
 import statistics
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
-import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -79,39 +80,90 @@ async def fresh_database(backend: str, workdir: Path) -> Database:
     return database
 
 
+async def asgi_request(
+    app: Any, token: str, method: str, target: str, body: Any = None
+) -> tuple[int, bytes]:
+    """One request straight into the ASGI app, no server, no sockets, no HTTP client (httpx's
+    ASGI transport alone costs more than the request): (status, body)."""
+    raw = json.dumps(body).encode() if body is not None else b""
+    path, _, query = target.partition("?")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [
+            (b"host", b"bench"),
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {token}".encode()),
+            (b"content-length", str(len(raw)).encode()),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("bench", 80),
+    }
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        await asyncio.Event().wait()  # the client never disconnects
+        raise AssertionError("unreachable")
+
+    status = 0
+    parts: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            parts.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    return status, b"".join(parts)
+
+
 async def post_leads(
-    http: httpx.AsyncClient, token: str, count: int, clients: int, tag: str
+    app: Any, token: str, numbers: range, clients: int, tag: str
 ) -> dict[str, float]:
-    """POST `count` leads from `clients` concurrent loops; a lead counts as placed only when the
-    answer is 201 with an `assignee_id` (assigned, not merely accepted)."""
+    """POST a lead for each of `numbers` from `clients` concurrent loops straight into the ASGI
+    app; a lead counts as placed only when the answer is 201 with an `assignee_id` (assigned,
+    not merely accepted). Also returns this process's CPU time per lead (all its threads)."""
     latencies: list[float] = []
     placed = failed = 0
-    numbers = iter(range(count))
-    headers = {"Authorization": f"Bearer {token}"}
+    pending = iter(numbers)
 
     async def client_loop() -> None:
         nonlocal placed, failed
-        for n in numbers:
-            body = {
+        for n in pending:
+            lead = {
                 "source": "bench",
                 "external_id": f"{tag}-{n}",
                 "customer": {"name": f"Клиент {n}", "phone": f"+7912{n % 10_000_000:07d}"},
                 "priority": n % 3,
             }
             started = time.perf_counter()
-            response = await http.post("/api/v1/leads", json=body, headers=headers)
+            status, body = await asgi_request(app, token, "POST", "/api/v1/leads", lead)
             latencies.append((time.perf_counter() - started) * 1000)
-            if response.status_code == 201 and response.json().get("assignee_id"):
+            if status == 201 and json.loads(body).get("assignee_id"):
                 placed += 1
             else:
                 failed += 1
 
-    started = time.perf_counter()
+    cpu, started = time.process_time(), time.perf_counter()
     await asyncio.gather(*(client_loop() for _ in range(clients)))
-    elapsed = time.perf_counter() - started
+    cpu, elapsed = time.process_time() - cpu, time.perf_counter() - started
     return {
         "placed_per_s": placed / elapsed,
         "placed": placed,
         "failed": failed,
+        "cpu_ms_per_lead": 1000 * cpu / max(len(numbers), 1),
         **percentiles(latencies),
     }

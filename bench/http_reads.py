@@ -23,58 +23,9 @@ from typing import Any
 import bench.lead_intake_inprocess as inprocess
 from allot.app import create_app
 from allot.kernel.config import Settings
-from bench.common import fresh_database, machine
+from bench.common import asgi_request, fresh_database, machine
 
 TASKS = 8
-
-
-async def asgi_request(
-    app: Any, token: str, method: str, target: str, body: Any = None
-) -> tuple[int, bytes]:
-    """One request straight into the ASGI app: (status, body)."""
-    raw = json.dumps(body).encode() if body is not None else b""
-    path, _, query = target.partition("?")
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query.encode(),
-        "root_path": "",
-        "headers": [
-            (b"host", b"bench"),
-            (b"content-type", b"application/json"),
-            (b"authorization", f"Bearer {token}".encode()),
-            (b"content-length", str(len(raw)).encode()),
-        ],
-        "client": ("127.0.0.1", 1),
-        "server": ("bench", 80),
-    }
-    delivered = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": raw, "more_body": False}
-        await asyncio.Event().wait()  # the client never disconnects
-        raise AssertionError("unreachable")
-
-    status = 0
-    parts: list[bytes] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        elif message["type"] == "http.response.body":
-            parts.append(message.get("body", b""))
-
-    await app(scope, receive, send)
-    return status, b"".join(parts)
 
 
 async def measure(app: Any, token: str, target: str, requests: int) -> tuple[float, float]:
@@ -104,7 +55,6 @@ async def run(args: argparse.Namespace) -> None:
         api_rate_limit="",  # one token sends everything: not a client to throttle here
     )
     app = create_app(settings, database)
-    inprocess.AGENTS = 20
     token = await inprocess.prepare(database)
     try:
         async with app.router.lifespan_context(app):
