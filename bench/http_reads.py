@@ -1,11 +1,12 @@
-"""What an authenticated GET costs: CPU per request for a few API reads and the manager board.
+"""What an authenticated GET costs: CPU per request for a few API reads and pages.
 
 Creates an app on a fresh SQLite file (or PostgreSQL) with its background services running, a
 queue, 20 agents and `--leads` leads taken in through `POST /api/v1/leads`, then sends each GET
 from 8 concurrent tasks straight into the ASGI app (no server, no sockets, no HTTP client: what
-is measured is the application, its framework and its database layers). Prints requests per
-second and this process's CPU time per request (all its threads: a read that moved to a thread
-counts too). No target: these figures are for comparing changes on one machine.
+is measured is the application, its framework and its database layers). The pages (the manager
+board's panel, the leads list and a lead) are rendered for the same bearer token. Prints
+requests per second and this process's CPU time per request (all its threads: a read that moved
+to a thread counts too). No target: these figures are for comparing changes on one machine.
 
 Usage: python -m bench.http_reads [--backend sqlite|postgresql] [--requests 800] [--leads 500]
 """
@@ -76,6 +77,8 @@ async def run(args: argparse.Namespace) -> None:
                 "/api/v1/leads?limit=20&q=9120000",
                 "/api/v1/agents?limit=20",
                 "/board/panel",
+                "/leads",
+                "/leads/{id}",
             ):
                 path = target.replace("{id}", lead_id)
                 rate, cpu_ms = await measure(app, token, path, args.requests)

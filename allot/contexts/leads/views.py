@@ -23,7 +23,7 @@ from starlette.responses import RedirectResponse, Response
 from allot.contexts import customers, routing
 from allot.kernel.auth import Principal, require
 from allot.kernel.clock import utcnow
-from allot.kernel.errors import AllotError, InvalidCursor, NotFound, ValidationFailed
+from allot.kernel.errors import AllotError, InvalidCursor, ValidationFailed
 from allot.kernel.i18n import N_, locale_var
 from allot.kernel.i18n import gettext as _
 from allot.kernel.money import Money
@@ -84,14 +84,11 @@ async def _labels(session: AsyncSession) -> dict[str, str]:
 
 
 async def _agent_names(session: AsyncSession, ids: set[uuid.UUID | None]) -> dict[Any, str]:
-    # Routing offers agents one by one; a page shows a handful of distinct assignees.
-    names: dict[Any, str] = {}
+    """Names of the agents a page shows, in one query; an agent no longer known shows as the
+    start of its id."""
+    names: dict[Any, str] = dict(await routing.agent_names(session, ids))
     for agent_id in ids:
-        if agent_id is None:
-            continue
-        try:
-            names[agent_id] = (await routing.get_agent(session, agent_id)).name
-        except NotFound:
+        if agent_id is not None and agent_id not in names:
             names[agent_id] = str(agent_id)[:8]
     return names
 

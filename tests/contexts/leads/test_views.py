@@ -8,6 +8,8 @@ import uuid
 
 import pytest
 
+from tests.conftest import count_queries
+
 from .helpers import caller, lead_desk, move, new_lead, stored
 
 HTML = {"Accept": "text/html"}
@@ -47,6 +49,28 @@ async def test_the_list_shows_leads_and_filters_them_with_htmx(client, database,
     assert "Анна Смирнова" not in results.text
     bad = await client.get("/leads", params={"from": "yesterday"}, headers={**manager, **HTML})
     assert "Enter a date" in bad.text
+
+
+async def test_the_list_reads_the_same_statements_however_many_assignees_it_shows(
+    client, database, clock, manager
+):
+    desk = await lead_desk(database, agents=6, capacity=1)
+
+    async def page() -> tuple[int, str]:
+        with count_queries(database) as counter:
+            response = await client.get("/leads", headers={**manager, **HTML})
+        assert response.status_code == 200
+        return counter.count, response.text
+
+    await new_lead(database)
+    await page()  # the first request also reads the caller's token
+    one_assignee, _html = await page()
+    for _ in range(5):  # each agent takes one: six assignees on the page
+        await new_lead(database)
+    six_assignees, html = await page()
+    assert six_assignees == one_assignee
+    for agent in desk:
+        assert f"<td>{agent.name}</td>" in html
 
 
 async def test_the_list_pages_with_a_next_link(client, database, clock, manager):
