@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import statistics
 import subprocess
+import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from allot.app import load_contexts
+from allot.app import create_app, load_contexts
+from allot.contexts import identity
+from allot.contexts.routing import agent_service, queue_service
+from allot.contexts.routing.schemas import AgentCreate, QueueCreate
+from allot.kernel.config import Settings
 from allot.kernel.db.base import Base
 from allot.kernel.db.engine import Database
 
@@ -78,6 +85,58 @@ async def fresh_database(backend: str, workdir: Path) -> Database:
     async with database.write_engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
     return database
+
+
+AGENTS = 20
+
+
+async def loans_desk(session: AsyncSession, *, agents: int, capacity: int) -> None:
+    """A direct-mode queue of the agents with the skill "loans", and `agents` available ones."""
+    await queue_service.create_queue(
+        session, QueueCreate(name="leads", member_expression='"loans" in skills')
+    )
+    for n in range(agents):
+        await agent_service.create_agent(
+            session,
+            AgentCreate(name=f"agent {n}", capacity=capacity, skills=["loans"], status="available"),
+        )
+
+
+async def prepare(database: Database) -> str:
+    """`loans_desk` with AGENTS agents of capacity 1,000 and an admin; returns the admin's
+    bearer token."""
+    async with database.transaction() as session:
+        await loans_desk(session, agents=AGENTS, capacity=1000)
+        admin = await identity.create_user(
+            session, email="bench@example.com", password="x" * 12, roles=["admin"]
+        )
+        _token_id, token = await identity.issue_token(session, user_id=admin.id, name="bench")
+    return token
+
+
+@contextlib.asynccontextmanager
+async def inprocess_app(backend: str, *, background: bool = True) -> AsyncIterator[tuple[Any, str]]:
+    """(app, bearer token) on a fresh database prepared by `prepare`, for `asgi_request`; with
+    `background` the app's lifespan runs (dispatcher, timers, WAL checkpoints) as under
+    `allot serve`. The database is disposed of at the end."""
+    workdir = Path(tempfile.mkdtemp(prefix="allot-bench-"))
+    database = await fresh_database(backend, workdir)
+    settings = Settings(
+        data_dir=workdir,
+        secret_key="x" * 32,  # type: ignore[arg-type]
+        database_url=database.url,
+        run_background_workers=background,
+        log_level="WARNING",
+        api_rate_limit="",  # one token sends everything: not a client to throttle here
+    )
+    app = create_app(settings, database, run_background=background)
+    token = await prepare(database)
+    lifespan = app.router.lifespan_context(app) if background else contextlib.nullcontext()
+    try:
+        async with lifespan:
+            yield app, token
+    finally:
+        await database.dispose()
 
 
 async def asgi_request(

@@ -34,14 +34,12 @@ from allot.app import load_contexts
 from allot.contexts.customers.models import Customer
 from allot.contexts.leads import csv_import
 from allot.contexts.leads.models import Lead
-from allot.contexts.routing import agent_service, queue_service
 from allot.contexts.routing.models import WorkItem
-from allot.contexts.routing.schemas import AgentCreate, QueueCreate
 from allot.kernel.context import Actor, bound
 from allot.kernel.db.base import Base
 from allot.kernel.db.engine import Database
 from allot.kernel.events.models import OutboxEvent
-from bench.common import PG_ADMIN, fresh_database, machine
+from bench.common import PG_ADMIN, fresh_database, loans_desk, machine
 
 HEADER = "ID заявки;ФИО;Телефон;Почта;Сумма, руб.;Срок (мес.);Приоритет;Город;utm_source\n"
 TARGET_SECONDS = 60.0
@@ -108,14 +106,7 @@ def generate(path: Path, rows: int, seed: int = 7) -> None:
 
 async def prepare(database: Database, agents: int) -> None:
     async with database.transaction() as session:
-        await queue_service.create_queue(
-            session, QueueCreate(name="leads", member_expression='"loans" in skills')
-        )
-        for n in range(agents):
-            await agent_service.create_agent(
-                session,
-                AgentCreate(name=f"agent {n}", capacity=10, skills=["loans"], status="available"),
-            )
+        await loans_desk(session, agents=agents, capacity=10)
 
 
 async def counts(database: Database) -> dict[str, int]:

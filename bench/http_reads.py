@@ -1,12 +1,13 @@
 """What an authenticated GET costs: CPU per request for a few API reads and pages.
 
 Creates an app on a fresh SQLite file (or PostgreSQL) with its background services running, a
-queue, 20 agents and `--leads` leads taken in through `POST /api/v1/leads`, then sends each GET
-from 8 concurrent tasks straight into the ASGI app (no server, no sockets, no HTTP client: what
-is measured is the application, its framework and its database layers). The pages (the manager
-board's panel, the leads list and a lead) are rendered for the same bearer token. Prints
-requests per second and this process's CPU time per request (all its threads: a read that moved
-to a thread counts too). No target: these figures are for comparing changes on one machine.
+queue, 20 agents and `--leads` leads taken in through `POST /api/v1/leads` (bench/common.py),
+then sends each GET from 8 concurrent tasks straight into the ASGI app (no server, no sockets,
+no HTTP client: what is measured is the application, its framework and its database layers).
+The pages (the manager board's panel, the leads list and a lead) are rendered for the same
+bearer token. Prints requests per second and this process's CPU time per request (all its
+threads: a read that moved to a thread counts too). No target: these figures are for comparing
+changes on one machine.
 
 Usage: python -m bench.http_reads [--backend sqlite|postgresql] [--requests 800] [--leads 500]
 """
@@ -16,15 +17,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-import bench.lead_intake_inprocess as inprocess
-from allot.app import create_app
-from allot.kernel.config import Settings
-from bench.common import asgi_request, fresh_database, machine
+from bench.common import asgi_request, inprocess_app, machine, post_leads
 
 TASKS = 8
 
@@ -46,45 +42,23 @@ async def measure(app: Any, token: str, target: str, requests: int) -> tuple[flo
 
 
 async def run(args: argparse.Namespace) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="allot-bench-"))
-    database = await fresh_database(args.backend, workdir)
-    settings = Settings(
-        data_dir=workdir,
-        secret_key="x" * 32,  # type: ignore[arg-type]
-        database_url=database.url,
-        log_level="WARNING",
-        api_rate_limit="",  # one token sends everything: not a client to throttle here
-    )
-    app = create_app(settings, database)
-    token = await inprocess.prepare(database)
-    try:
-        async with app.router.lifespan_context(app):
-            lead_id = ""
-            for n in range(args.leads):
-                lead = {
-                    "source": "bench",
-                    "external_id": f"read-{n}",
-                    "customer": {"name": f"Клиент {n}", "phone": f"+7912{n:07d}"},
-                }
-                status, body = await asgi_request(app, token, "POST", "/api/v1/leads", lead)
-                if status != 201:
-                    raise RuntimeError(f"POST /api/v1/leads: {status} {body[:200]!r}")
-                lead_id = json.loads(body)["id"]
-            for target in (
-                "/api/v1/me",
-                "/api/v1/leads/{id}",
-                "/api/v1/leads?limit=50",
-                "/api/v1/leads?limit=20&q=9120000",
-                "/api/v1/agents?limit=20",
-                "/board/panel",
-                "/leads",
-                "/leads/{id}",
-            ):
-                path = target.replace("{id}", lead_id)
-                rate, cpu_ms = await measure(app, token, path, args.requests)
-                print(f"  {args.backend}, GET {target:34s} {rate:6.0f}/s, CPU {cpu_ms:6.2f} ms")
-    finally:
-        await database.dispose()
+    async with inprocess_app(args.backend) as (app, token):
+        await post_leads(app, token, range(args.leads), TASKS, "read")
+        _status, body = await asgi_request(app, token, "GET", "/api/v1/leads?limit=1")
+        lead_id = json.loads(body)["items"][0]["id"]
+        for target in (
+            "/api/v1/me",
+            "/api/v1/leads/{id}",
+            "/api/v1/leads?limit=50",
+            "/api/v1/leads?limit=20&q=9120000",
+            "/api/v1/agents?limit=20",
+            "/board/panel",
+            "/leads",
+            "/leads/{id}",
+        ):
+            path = target.replace("{id}", lead_id)
+            rate, cpu_ms = await measure(app, token, path, args.requests)
+            print(f"  {args.backend}, GET {target:34s} {rate:6.0f}/s, CPU {cpu_ms:6.2f} ms")
 
 
 def main() -> None:

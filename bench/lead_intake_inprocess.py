@@ -17,60 +17,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import tempfile
-from pathlib import Path
 
-from allot.app import create_app
-from allot.contexts import identity
-from allot.contexts.routing import agent_service, queue_service
-from allot.contexts.routing.schemas import AgentCreate, QueueCreate
-from allot.kernel.config import Settings
-from allot.kernel.db.engine import Database
-from bench.common import fresh_database, machine, post_leads
+from bench.common import inprocess_app, machine, post_leads
 
-AGENTS = 20
 WARM_UP = 400
 
 
-async def prepare(database: Database) -> str:
-    """Queue, agents and an admin; returns the admin's bearer token."""
-    async with database.transaction() as session:
-        await queue_service.create_queue(
-            session, QueueCreate(name="q", member_expression='"loans" in skills')
-        )
-        for n in range(AGENTS):
-            await agent_service.create_agent(
-                session,
-                AgentCreate(name=f"agent {n}", capacity=1000, skills=["loans"], status="available"),
-            )
-        admin = await identity.create_user(
-            session, email="bench@example.com", password="x" * 12, roles=["admin"]
-        )
-        _token_id, token = await identity.issue_token(session, user_id=admin.id, name="bench")
-    return token
-
-
 async def run(args: argparse.Namespace) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="allot-bench-"))
-    database = await fresh_database(args.backend, workdir)
-    settings = Settings(
-        data_dir=workdir,
-        secret_key="x" * 32,  # type: ignore[arg-type]
-        database_url=database.url,
-        run_background_workers=args.background,
-        log_level="WARNING",
-        api_rate_limit="",  # one token pushes every lead: not a client to throttle here
-    )
-    app = create_app(settings, database, run_background=args.background)
-    token = await prepare(database)
-    lifespan = app.router.lifespan_context(app) if args.background else contextlib.nullcontext()
-    try:
-        async with lifespan:
-            await post_leads(app, token, range(WARM_UP), args.tasks, "warm-up")
-            result = await post_leads(app, token, range(args.leads), args.tasks, "lead")
-    finally:
-        await database.dispose()
+    async with inprocess_app(args.backend, background=args.background) as (app, token):
+        await post_leads(app, token, range(WARM_UP), args.tasks, "warm-up")
+        result = await post_leads(app, token, range(args.leads), args.tasks, "lead")
     print(
         f"  {args.backend}, {args.tasks} tasks, {args.leads} leads"
         f"{'' if args.background else ', no background services'}: "
