@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.util import await_
 
 from allot.kernel.cache import forget_all_caches
 from allot.kernel.db import sqlite_inline
@@ -189,6 +190,21 @@ def _sqlite_pragmas(dbapi_connection: Any, *, read_only: bool) -> None:
     cursor.close()
 
 
+def _ping_on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """The pool's check of a PostgreSQL connection it hands out, in place of `pool_pre_ping`:
+    one round trip (`SELECT 1` by the simple query protocol) where SQLAlchemy's pre-ping for asyncpg
+    takes three (BEGIN, a prepared `;`, ROLLBACK: made for PgBouncer's transaction mode, which a
+    simple query needs no transaction for). Per unit of work that is a millisecond less here,
+    a fifth of an engine decision. Checking asyncpg's `is_closed()` alone would cost nothing
+    but misses a backend terminated moments ago (the FATAL message read, the socket's end not
+    yet): that connection's first statement would fail. DisconnectionError makes the pool drop
+    this connection and hand out another."""
+    try:
+        await_(dbapi_connection.driver_connection.execute("SELECT 1"))
+    except Exception as exc:
+        raise DisconnectionError("the connection did not answer its check-out ping") from exc
+
+
 class Database:
     """The process's database handle: `transaction()` for writes, `reader()` for reads."""
 
@@ -216,9 +232,9 @@ class Database:
                 self.url,
                 pool_size=pool_size,
                 max_overflow=pool_size,
-                pool_pre_ping=True,
                 echo=echo,
             )
+            event.listen(self.write_engine.sync_engine, "checkout", _ping_on_checkout)
             self.read_engine = self.write_engine
         else:
             raise ValueError(f"Unsupported database: {self.dialect} (use sqlite or postgresql)")
