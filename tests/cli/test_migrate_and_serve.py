@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from allot.cli.serve import prepare_schema
 from allot.kernel import migrations
 from tests.architecture.boundaries import REPO_ROOT
 from tests.cli.conftest import Invoke
+from tests.local_servers import free_port
 from tests.test_migrations import scratch_postgres_database
 
 
@@ -86,14 +86,8 @@ def test_serve_refuses_a_database_migrated_by_a_newer_version(sqlite_url: str) -
         prepare_schema(sqlite_url, migrate_postgres=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_serve_creates_the_sqlite_schema_then_answers_http(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALLOT_")}
     env.update(
         ALLOT_DATA_DIR=str(tmp_path / "var"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from allot.kernel.timers import Timer, schedule
 from tests.architecture.boundaries import REPO_ROOT
 from tests.cli.conftest import Invoke
 from tests.kernel.broker.conftest import delete_topology
+from tests.local_servers import free_port
 from tests.test_migrations import scratch_postgres_database
 
 START_SECONDS = 60  # a cold interpreter importing every context, on a busy 2-core machine
@@ -351,7 +351,7 @@ def test_relay_and_workers_of_one_group_apply_every_event_once(
 def test_serve_in_broker_mode_runs_relay_worker_and_timers_on_its_own(
     pg_url: str, broker: dict[str, str], start_role: Callable[..., RoleProcess]
 ) -> None:
-    port = _free_port()
+    port = free_port()
     serve = start_role("serve", "--port", str(port), **broker)
     wait_until(lambda: "Application startup complete" in serve.output, START_SECONDS,
                "the server started", serve)  # fmt: skip
@@ -372,16 +372,10 @@ def test_serve_in_broker_mode_runs_relay_worker_and_timers_on_its_own(
 # -- api -------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_api_serves_http_and_exits_cleanly_on_sigterm(
     pg_url: str, start_role: Callable[..., RoleProcess]
 ) -> None:
-    port = _free_port()
+    port = free_port()
     # The API never talks to the broker: one that is down must not make it "not ready".
     api = start_role("api", "--port", str(port), broker_url="amqp://guest:guest@127.0.0.1:1/")
     answers: list[httpx.Response] = []

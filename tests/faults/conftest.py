@@ -39,7 +39,6 @@ import contextlib
 import inspect
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -65,6 +64,7 @@ from allot.kernel.events.broker import Topology
 from tests.architecture.boundaries import REPO_ROOT
 from tests.faults import fleet_harness
 from tests.kernel.broker.conftest import delete_topology
+from tests.local_servers import free_port
 from tests.test_migrations import scratch_postgres_database
 
 START_SECONDS = 90.0  # a cold interpreter importing every context, on a busy 2-core machine
@@ -104,12 +104,6 @@ async def fleet_db(fleet_database_url: str) -> AsyncIterator[Database]:
     database = Database(fleet_database_url, pool_size=3)
     yield database
     await database.dispose()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Role:

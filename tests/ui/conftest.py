@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import pytest
 
 from allot.contexts import identity
 from allot.kernel.db import Base, Database
+from tests.local_servers import free_port
 
 CHROMIUM = Path(os.environ.get("ALLOT_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -42,12 +42,6 @@ class LiveServer:
     url: str
     admin_email: str
     admin_password: str
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _prepare_database(url: str) -> None:
@@ -85,7 +79,7 @@ def chromium_path() -> Path:
 def live_server(tmp_path: Path) -> Iterator[LiveServer]:
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'allot.sqlite3'}"
     asyncio.run(_prepare_database(database_url))
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "ALLOT_DATABASE_URL": database_url,

@@ -4,16 +4,13 @@ inbox stream delivers them over real HTTP without holding a database connection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-from collections.abc import AsyncIterator
 
 import httpx
-import uvicorn
 
 from allot.contexts.routing import live
 from allot.kernel.web.live import LiveHub
 from tests.factories import auth_headers, make_user
+from tests.local_servers import serving
 
 from .helpers import complete, make_agent, make_queue, submit
 
@@ -73,32 +70,6 @@ async def test_a_status_change_refreshes_the_agents_inbox_and_the_board(app, dat
     assert received(board) == [("board", "routing.agent.status_changed")]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.asynccontextmanager
-async def serving(app) -> AsyncIterator[str]:
-    """The app behind a real uvicorn server in this event loop (httpx's ASGI transport buffers
-    whole responses, so it cannot show a stream)."""
-    port = _free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="off", log_config=None, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(BOUND):
-            while not server.started:
-                await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, BOUND)
-
-
 async def _until(condition) -> None:
     async with asyncio.timeout(BOUND):
         while not condition():
@@ -121,7 +92,10 @@ async def test_the_inbox_stream_delivers_an_offer_and_lets_go_when_the_browser_l
     headers = await auth_headers(database, user)
     topic = live.agent_topic(anna.id)
 
-    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=BOUND) as http:
+    async with (
+        serving(app, bound=BOUND) as url,
+        httpx.AsyncClient(base_url=url, timeout=BOUND) as http,
+    ):
         async with http.stream("GET", "/inbox/stream", headers=headers) as response:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")

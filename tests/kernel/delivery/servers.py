@@ -10,7 +10,6 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import socket
 import threading
 import time
 from collections import deque
@@ -21,13 +20,9 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
+from tests.local_servers import free_port
+
 BOT_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"  # made up, shaped like a real one
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

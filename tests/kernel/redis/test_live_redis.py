@@ -6,17 +6,14 @@ may have missed something is told to resync."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import uvicorn
 
 from allot.app import create_app
 from allot.kernel.web.live import RESYNC, LiveMessage
 from allot.kernel.web.live_redis import RedisHub
+from tests.local_servers import serving
 
 BOUND = 5.0  # seconds: every wait in these tests ends by then, or the test fails
 
@@ -112,30 +109,6 @@ async def test_a_closed_hub_stops_listening_and_refuses_subscribers(hubs):
 
 
 # -- two real app instances, one SSE stream -----------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.asynccontextmanager
-async def serving(app) -> AsyncIterator[str]:
-    port = _free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="off", log_config=None, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(BOUND):
-            while not server.started:
-                await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, BOUND)
-
-
 async def test_a_change_made_on_one_api_replica_reaches_a_board_open_on_another(
     settings, database, redis_url, service_namespace, clock
 ):
@@ -158,7 +131,7 @@ async def test_a_change_made_on_one_api_replica_reaches_a_board_open_on_another(
     anna = await make_agent(database, status="offline")
     try:
         async with (
-            serving(replica_a) as url,
+            serving(replica_a, bound=BOUND) as url,
             httpx.AsyncClient(base_url=url, timeout=BOUND) as http,
             http.stream("GET", "/board/stream", headers=headers) as response,
         ):
