@@ -5,7 +5,8 @@ writers never deadlock on a lock upgrade; they queue on the pool instead) and a 
 connections that never block the writer. Both run their statements inline on the event loop
 (`sqlite_inline`: no thread hand-off per statement); a reader's statement that outlasts
 `SQLITE_READ_INLINE_SECONDS` moves to a thread, so a long report never stalls the loop for more
-than that. PostgreSQL: one asyncpg pool serves both roles.
+than that. PostgreSQL: one asyncpg pool serves both roles; a connection is pinged (one round
+trip) as the pool hands it out.
 """
 
 from __future__ import annotations
@@ -192,13 +193,13 @@ def _sqlite_pragmas(dbapi_connection: Any, *, read_only: bool) -> None:
 
 def _ping_on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
     """The pool's check of a PostgreSQL connection it hands out, in place of `pool_pre_ping`:
-    one round trip (`SELECT 1` by the simple query protocol) where SQLAlchemy's pre-ping for asyncpg
-    takes three (BEGIN, a prepared `;`, ROLLBACK: made for PgBouncer's transaction mode, which a
-    simple query needs no transaction for). Per unit of work that is a millisecond less here,
-    a fifth of an engine decision. Checking asyncpg's `is_closed()` alone would cost nothing
-    but misses a backend terminated moments ago (the FATAL message read, the socket's end not
-    yet): that connection's first statement would fail. DisconnectionError makes the pool drop
-    this connection and hand out another."""
+    one round trip (`SELECT 1` by the simple query protocol) where SQLAlchemy's pre-ping for
+    asyncpg takes three (BEGIN, a prepared `;`, ROLLBACK: made for PgBouncer's transaction mode,
+    and a simple query needs no transaction there). A unit of work of one SELECT: 2.98 -> 1.50
+    ms here (docs/benchmarks.md, session 10). Checking asyncpg's `is_closed()` alone would cost
+    nothing but misses a backend terminated a moment ago (its FATAL message read, the socket's
+    end not yet): that connection's first statement would fail. DisconnectionError makes the
+    pool drop this connection and hand out another."""
     try:
         await_(dbapi_connection.driver_connection.execute("SELECT 1"))
     except Exception as exc:
